@@ -1,0 +1,183 @@
+"""The run directory: the one place a run writes to.
+
+Layout (a contract that later stages, users and external checks rely on)::
+
+    runs/<name>/
+        artifacts/<name>.parquet    data passed between stages (cohort, features, predictions, ...)
+        tables/<id>.csv             every table, under the paper's id (table1, supp_table2, ...)
+        figures/<id>.png            every figure, under the paper's id (fig1, supp_fig1, ...)
+        executed/<notebook>.ipynb   the executed notebooks
+        run.json                    parameters, package versions, stage records, input/output hashes
+
+Every write is atomic (a temporary file in the same folder, then ``os.replace``) so a run killed at
+any moment never leaves a half-written file that a later stage would read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+SUBDIRS = ("artifacts", "tables", "figures", "executed")
+_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+def _check_id(kind: str, name: str) -> str:
+    if not isinstance(name, str) or not _ID_PATTERN.match(name):
+        raise ValueError(
+            f"{kind} id {name!r} is not allowed: use lower-case letters, digits, '_' or '-' "
+            "(the paper's ids, e.g. 'table1', 'supp_fig7', 'fig2a')"
+        )
+    return name
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        # fsync so that a power cut after the rename cannot leave an empty file behind
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8, ``\\n`` newlines)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="\n")
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as sorted, indented JSON atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def table_to_csv_text(df: pd.DataFrame) -> str:
+    """Render a tidy table as CSV text, byte-identical for identical content.
+
+    Floats are written with ``%.6g`` so that platform-dependent last-bit noise does not change the
+    file; missing values are empty fields.
+    """
+    return df.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+
+
+class RunDir:
+    """Read and write the artifacts, tables and figures of one run.
+
+    Parameters
+    ----------
+    root : path-like
+        The run directory, e.g. ``runs/paper``. Created (with its sub-folders) when missing.
+
+    Examples
+    --------
+    >>> rd = RunDir(tmp_path / "runs" / "demo")          # doctest: +SKIP
+    >>> rd.write_table("table1", df)                      # doctest: +SKIP
+    >>> rd.read_artifact("cohort")                        # doctest: +SKIP
+    """
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        for sub in SUBDIRS:
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    # -- paths -----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def artifact_path(self, name: str) -> Path:
+        return self.root / "artifacts" / f"{_check_id('artifact', name)}.parquet"
+
+    def table_path(self, table_id: str) -> Path:
+        return self.root / "tables" / f"{_check_id('table', table_id)}.csv"
+
+    def figure_path(self, figure_id: str) -> Path:
+        return self.root / "figures" / f"{_check_id('figure', figure_id)}.png"
+
+    @property
+    def run_json_path(self) -> Path:
+        return self.root / "run.json"
+
+    # -- writers ---------------------------------------------------------------------------
+    def write_artifact(self, name: str, df: pd.DataFrame) -> Path:
+        """Write a DataFrame as ``artifacts/<name>.parquet`` (atomic, index dropped)."""
+        path = self.artifact_path(name)
+        with atomic_path(path) as tmp:
+            df.reset_index(drop=True).to_parquet(tmp, index=False)
+        logger.info("wrote artifact %s (%d rows, %d columns)", path, len(df), df.shape[1])
+        return path
+
+    def write_table(self, table_id: str, df: pd.DataFrame) -> Path:
+        """Write a tidy table as ``tables/<id>.csv`` (atomic, deterministic float format)."""
+        path = self.table_path(table_id)
+        atomic_write_text(path, table_to_csv_text(df))
+        logger.info("wrote table %s (%d rows)", path, len(df))
+        return path
+
+    def write_figure(self, figure_id: str, fig, dpi: int = 150) -> Path:
+        """Save a matplotlib figure as ``figures/<id>.png`` (atomic, no timestamp metadata)."""
+        path = self.figure_path(figure_id)
+        with atomic_path(path) as tmp:
+            # Software/creation metadata would make identical figures differ byte-wise.
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+        logger.info("wrote figure %s", path)
+        return path
+
+    # -- readers ---------------------------------------------------------------------------
+    def read_artifact(self, name: str, columns: list[str] | None = None) -> pd.DataFrame:
+        """Read ``artifacts/<name>.parquet``; a clear error names the stage that should have made it."""
+        path = self.artifact_path(name)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"artifact {name!r} not found at {path}: run the stage that produces it first "
+                "(`ctac-book run` runs the stages in dependency order)"
+            )
+        return pd.read_parquet(path, columns=columns)
+
+    def read_table(self, table_id: str) -> pd.DataFrame:
+        path = self.table_path(table_id)
+        if not path.exists():
+            raise FileNotFoundError(f"table {table_id!r} not found at {path}")
+        return pd.read_csv(path)
+
+    def has_artifact(self, name: str) -> bool:
+        return self.artifact_path(name).exists()
+
+    def read_run_json(self) -> dict:
+        if not self.run_json_path.exists():
+            return {}
+        return json.loads(self.run_json_path.read_text(encoding="utf-8"))
+
+    def write_run_json(self, record: dict) -> Path:
+        return atomic_write_json(self.run_json_path, record)

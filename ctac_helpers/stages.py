@@ -1,0 +1,117 @@
+"""The book's stages: which notebook, what it reads and what it must write.
+
+This table is the single source of the execution order (``needs``), of the cache keys (a stage's
+``inputs`` are hashed) and of the run-directory contract (a stage that finishes without writing
+every declared output is a failed stage).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One notebook of the book.
+
+    Attributes
+    ----------
+    name : str
+        Stage name used on the command line (``--force cohort``) and in run configs.
+    notebook : str
+        Source notebook, relative to the repository's ``notebooks/`` folder.
+    needs : tuple of str
+        Upstream stages that must have run successfully first.
+    inputs : tuple of str
+        Artifacts (``artifacts/<name>.parquet``) the stage reads; their hashes enter its cache key.
+    artifacts, tables, figures : tuple of str
+        Outputs the stage must write (artifact names, table ids, figure ids).
+    """
+
+    name: str
+    notebook: str
+    needs: tuple[str, ...] = ()
+    inputs: tuple[str, ...] = ()
+    artifacts: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
+    figures: tuple[str, ...] = ()
+    title: str = field(default="", compare=False)
+
+    def output_relpaths(self) -> list[str]:
+        """Declared outputs as paths relative to the run directory."""
+        return (
+            [f"artifacts/{a}.parquet" for a in self.artifacts]
+            + [f"tables/{t}.csv" for t in self.tables]
+            + [f"figures/{f}.png" for f in self.figures]
+        )
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="data",
+        notebook="00_data.ipynb",
+        title="The data: schema and synthetic cohort",
+        artifacts=("cohort", "ct_features"),
+        tables=("calibration", "schema"),
+        figures=("calibration",),
+    ),
+    Stage(
+        name="cohort",
+        notebook="01_cohort.ipynb",
+        title="Cohort: patient flow and baseline characteristics",
+        needs=("data",),
+        inputs=("cohort",),
+        tables=("table1", "table2", "supp_table2", "supp_fig1"),
+        figures=("supp_fig1",),
+    ),
+)
+
+
+def stage_names(stages: tuple[Stage, ...] = STAGES) -> list[str]:
+    return [s.name for s in stages]
+
+
+def get_stage(name: str, stages: tuple[Stage, ...] = STAGES) -> Stage:
+    """Return the stage called ``name``; a ``ValueError`` lists the allowed names."""
+    for stage in stages:
+        if stage.name == name:
+            return stage
+    raise ValueError(f"unknown stage {name!r}; allowed: {', '.join(stage_names(stages))}")
+
+
+def execution_order(stages: tuple[Stage, ...] = STAGES) -> list[Stage]:
+    """Stages in dependency order (a stable topological sort; raises on cycles or unknown needs)."""
+    by_name = {s.name: s for s in stages}
+    for s in stages:
+        for dep in s.needs:
+            if dep not in by_name:
+                raise ValueError(f"stage {s.name!r} needs unknown stage {dep!r}")
+    ordered: list[Stage] = []
+    state: dict[str, int] = {}
+
+    def visit(s: Stage) -> None:
+        mark = state.get(s.name, 0)
+        if mark == 2:
+            return
+        if mark == 1:
+            raise ValueError(f"stage dependency cycle through {s.name!r}")
+        state[s.name] = 1
+        for dep in s.needs:
+            visit(by_name[dep])
+        state[s.name] = 2
+        ordered.append(s)
+
+    for s in stages:
+        visit(s)
+    return ordered
+
+
+def downstream_of(name: str, stages: tuple[Stage, ...] = STAGES) -> set[str]:
+    """Names of all stages that depend, directly or not, on ``name``."""
+    out: set[str] = set()
+    frontier = {name}
+    while frontier:
+        nxt = {s.name for s in stages if set(s.needs) & frontier} - out
+        out |= nxt
+        frontier = nxt
+    return out
