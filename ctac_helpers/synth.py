@@ -136,9 +136,9 @@ class RiskStructure:
     can reach: AUC = Phi(death_shift / sqrt(2)), 0.80 for 1.19 (the paper's All model).
     """
 
-    death_shift: float = 1.25
-    ct_lung: float = 0.80
-    ct_frailty: float = 0.55
+    death_shift: float = 1.40
+    ct_lung: float = 0.85
+    ct_frailty: float = 0.60
 
 
 @dataclass
