@@ -1,0 +1,70 @@
+"""The quick profile, run and built into a temporary directory, as a new user would."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from ctac_helpers import cli
+from ctac_helpers.stages import STAGES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    run_dir = root / "runs" / "quick"
+    assert cli.main(["run", "--profile", "quick", "--run-dir", str(run_dir)]) == 0
+    assert cli.main(["build", "--profile", "quick", "--run-dir", str(run_dir), "--out", str(root)]) == 0
+    return root, run_dir
+
+
+def test_run_directory_contract(built):
+    _, run_dir = built
+    for stage in STAGES:
+        for rel in stage.output_relpaths():
+            assert (run_dir / rel).is_file(), rel
+        assert (run_dir / "executed" / stage.notebook).is_file()
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["parameters"]["stages"]["data"]["n_patients"] == 1500
+    assert record["packages"]["numpy"]
+    assert all(record["stages"][s.name]["status"] == "ok" for s in STAGES)
+    assert record["stages"]["cohort"]["inputs"]["cohort"] == record["stages"]["data"]["outputs"]["artifacts/cohort.parquet"]
+
+
+def test_tables_have_the_papers_rows(built):
+    _, run_dir = built
+    t1 = pd.read_csv(run_dir / "tables" / "table1.csv", keep_default_na=False)
+    assert {"variable", "level", "group", "n", "percent", "median", "q1", "q3", "p_value"} <= set(t1.columns)
+    assert set(t1["group"]) == {"all", "male", "female"}
+    for v in ("age", "bmi", "hypertension", "cac_score", "eat_volume", "stress_tpd", "ecg_response", "death"):
+        assert v in set(t1["variable"]), v
+    n_row = t1[(t1.variable == "n") & (t1.group == "all")].iloc[0]
+    assert int(n_row["n"]) == 1500
+    t2 = pd.read_csv(run_dir / "tables" / "table2.csv", keep_default_na=False)
+    assert set(t2["group"]) == {"death", "alive"}
+    st2 = pd.read_csv(run_dir / "tables" / "supp_table2.csv", keep_default_na=False)
+    assert {"normal", "abnormal"} <= set(st2["group"]) and "cac_category" in set(st2["variable"])
+    cal = pd.read_csv(run_dir / "tables" / "calibration.csv")
+    assert len(cal) > 250 and cal["within"].dtype == bool
+
+
+def test_html_pages(built):
+    root, _ = built
+    html = root / "_build" / "html"
+    assert (html / "index.html").is_file()
+    data = (html / "notebooks" / "00_data.html").read_text(encoding="utf-8")
+    cohort = (html / "notebooks" / "01_cohort.html").read_text(encoding="utf-8")
+    assert "synthetic cohort" in data.lower() and "Calibration" in data
+    assert "Table 1" in cohort and "Supplementary Table 2" in cohort
+    assert "<img" in cohort  # the flow diagram is rendered
+
+
+def test_second_run_with_nothing_changed_executes_nothing(built):
+    _, run_dir = built
+    executed = {p: p.stat().st_mtime_ns for p in (run_dir / "executed").glob("*.ipynb")}
+    outputs = {p: p.stat().st_mtime_ns for p in (run_dir / "tables").glob("*.csv")}
+    assert cli.main(["run", "--profile", "quick", "--run-dir", str(run_dir)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in executed} == executed
+    assert {p: p.stat().st_mtime_ns for p in outputs} == outputs

@@ -1,0 +1,87 @@
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctac_helpers.rundir import (
+    SUBDIRS, RunDir, atomic_path, atomic_write_json, atomic_write_text, file_sha256, table_to_csv_text,
+)
+
+
+def test_atomic_write_leaves_only_the_target(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    atomic_write_text(target, "hello\n")
+    assert target.read_text() == "hello\n"
+    assert os.listdir(target.parent) == ["out.txt"]
+
+
+def test_failed_block_keeps_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError, match="half-way"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("partial")
+            raise RuntimeError("half-way")
+    assert target.read_text() == "old\n"
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+def test_failed_block_creates_nothing_when_target_absent(tmp_path):
+    with pytest.raises(ValueError):
+        with atomic_path(tmp_path / "new.txt") as tmp:
+            tmp.write_text("x")
+            raise ValueError
+    assert os.listdir(tmp_path) == []
+
+
+def test_json_is_sorted_and_stable(tmp_path):
+    p = atomic_write_json(tmp_path / "r.json", {"b": 1, "a": {"d": 2, "c": 3}})
+    text = p.read_text()
+    assert text.index('"a"') < text.index('"b"') and text.index('"c"') < text.index('"d"')
+    sha = file_sha256(p)
+    atomic_write_json(p, {"a": {"c": 3, "d": 2}, "b": 1})
+    assert file_sha256(p) == sha
+    assert json.loads(text) == {"a": {"c": 3, "d": 2}, "b": 1}
+
+
+def test_csv_bytes_are_deterministic(tmp_path):
+    df = pd.DataFrame({"variable": ["age", "bmi"], "median": [64.123456789, np.nan], "n": [10, 20]})
+    text = table_to_csv_text(df)
+    assert text == "variable,median,n\nage,64.1235,10\nbmi,,20\n"
+    rd = RunDir(tmp_path / "run")
+    first = file_sha256(rd.write_table("table1", df))
+    # last-bit float noise does not change the bytes
+    noisy = df.assign(median=df["median"] * (1 + 1e-12))
+    assert file_sha256(rd.write_table("table1", noisy)) == first
+
+
+def test_rundir_creates_layout_and_round_trips(tmp_path):
+    rd = RunDir(tmp_path / "runs" / "demo")
+    assert rd.name == "demo"
+    for sub in SUBDIRS:
+        assert (rd.root / sub).is_dir()
+    df = pd.DataFrame({"a": [1, 2, 3]})
+    rd.write_artifact("cohort", df)
+    assert rd.has_artifact("cohort")
+    pd.testing.assert_frame_equal(rd.read_artifact("cohort"), df)
+    assert rd.read_run_json() == {}
+    rd.write_run_json({"x": 1})
+    assert rd.read_run_json() == {"x": 1}
+
+
+@pytest.mark.parametrize("bad", ["Table1", "../etc", "table 1", "", "_x", "a/b"])
+def test_ids_are_validated(tmp_path, bad):
+    rd = RunDir(tmp_path / "run")
+    with pytest.raises(ValueError, match="id .* is not allowed"):
+        rd.table_path(bad)
+    with pytest.raises(ValueError, match="artifact id"):
+        rd.artifact_path(bad)
+    with pytest.raises(ValueError, match="figure id"):
+        rd.figure_path(bad)
+
+
+def test_missing_artifact_names_the_remedy(tmp_path):
+    with pytest.raises(FileNotFoundError, match="artifact 'cohort' not found .*ctac-book run"):
+        RunDir(tmp_path / "run").read_artifact("cohort")
