@@ -9,16 +9,17 @@ from . import manifest
 from .tables import add_derived_columns
 
 
-def patient_flow(n_analysed: int, simulated: bool = True) -> pd.DataFrame:
+def patient_flow(n_analysed: int) -> pd.DataFrame:
     """Supplementary Fig. 1 as a table: the paper's flow beside this cohort's.
 
     Parameters
     ----------
     n_analysed : int
         Patients in this book's analysed cohort.
-    simulated : bool
-        True when the cohort is synthetic: only the analysed cohort is generated, so the upstream
-        steps (enrolment, EAT-model training set, incomplete scans) have no book value.
+
+    Only the analysed cohort has a book value: the synthetic generator produces the analysed
+    cohort, so the upstream steps (enrolment, EAT-model training set, incomplete scans) carry the
+    paper's numbers alone.
 
     Returns
     -------
@@ -35,9 +36,6 @@ def patient_flow(n_analysed: int, simulated: bool = True) -> pd.DataFrame:
     df = pd.DataFrame(steps, columns=["step", "label", "kind", "paper"])
     df["book"] = np.nan
     df.loc[df["step"] == "analysed", "book"] = n_analysed
-    if not simulated:
-        raise ValueError("patient flow for a site's own data needs its exclusion counts; pass simulated=True "
-                         "for the synthetic cohort")
     return df
 
 
