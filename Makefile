@@ -13,6 +13,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
+	# pyradiomics ships only an sdist whose build imports numpy: build it without isolation.
+	$(BIN)/python -m pip install -c constraints.txt numpy setuptools wheel versioneer
+	$(BIN)/python -m pip install -c constraints.txt --no-build-isolation pyradiomics
 	$(BIN)/python -m pip install -c constraints.txt -e ".[test]"
 	touch $@
 
@@ -31,7 +34,7 @@ test: venv
 constraints: venv
 	{ echo "# Exact versions for 'make venv' (pip install -c constraints.txt -e \".[test]\"), Python 3.11."; \
 	  echo "# Regenerate with 'make constraints' after changing dependencies in pyproject.toml."; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(pip|setuptools|wheel)==' | grep -v '^#'; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -i -E '^(pip|setuptools|wheel)==' | grep -v '^#' | sed 's/+cpu$$//'; \
 	} > constraints.txt.tmp
 	mv constraints.txt.tmp constraints.txt
 
