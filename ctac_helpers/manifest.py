@@ -4,6 +4,7 @@
 * ``paper_values.yaml``: the paper's published numbers, keyed by table / figure id.
 * ``structures.yaml``: TotalSegmentator v2 class ids and the synthetic CT model's structures.
 * ``radiomics_features.yaml``: the 32 PyRadiomics features and the 15-feature subset.
+* ``scan_manifest.yaml``: the scan manifest's columns and the image checks applied at ingestion.
 
 CT feature columns follow one naming scheme, shared by the synthetic generator and the imaging
 stages: ``ct__<structure>__<feature>`` with TotalSegmentator v2 structure names and PyRadiomics
@@ -41,6 +42,20 @@ def cohort_schema() -> pd.DataFrame:
         if key not in df:
             df[key] = None
     return df.set_index("name", drop=False)
+
+
+def scan_manifest_schema() -> pd.DataFrame:
+    """The scan manifest's columns as a DataFrame (one row per column, in schema order)."""
+    df = pd.DataFrame(_load_yaml("scan_manifest.yaml")["columns"])
+    for key in ("range", "unit"):
+        if key not in df:
+            df[key] = None
+    return df.set_index("name", drop=False)
+
+
+def image_checks() -> dict:
+    """Thresholds of the geometry and intensity checks applied to every CT at ingestion."""
+    return dict(_load_yaml("scan_manifest.yaml")["checks"])
 
 
 def schema_column(name: str) -> dict:

@@ -7,6 +7,8 @@ Layout (a contract that later stages, users and external checks rely on)::
         tables/<id>.csv             every table, under the paper's id (table1, supp_table2, ...)
         figures/<id>.png            every figure, under the paper's id (fig1, supp_fig1, ...)
         executed/<notebook>.ipynb   the executed notebooks
+        work/<stage>/...            per-scan intermediate files of the imaging stages (NIfTI cache,
+                                    one result file per scan) that make their batches resumable
         run.json                    parameters, package versions, stage records, input/output hashes
 
 Every write is atomic (a temporary file in the same folder, then ``os.replace``) so a run killed at
@@ -44,10 +46,15 @@ def _check_id(kind: str, name: str) -> str:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
+
+    The temporary name is hidden (leading dot) and ends in ``.tmp`` followed by the target's own
+    extensions (``.tmp.nii.gz``), because writers such as SimpleITK pick the format from the name.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -124,6 +131,12 @@ class RunDir:
 
     def figure_path(self, figure_id: str) -> Path:
         return self.root / "figures" / f"{_check_id('figure', figure_id)}.png"
+
+    def work_dir(self, name: str) -> Path:
+        """Folder ``work/<name>`` for a stage's per-scan intermediate files (created when missing)."""
+        path = self.root / "work" / _check_id("work folder", name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def run_json_path(self) -> Path:

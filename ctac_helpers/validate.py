@@ -39,12 +39,12 @@ class Problem:
 class ValidationError(ValueError):
     """Raised with every error found; ``problems`` holds them (and the warnings)."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], what: str = "the cohort table"):
         self.problems = problems
         errors = [p for p in problems if p.severity == "error"]
         lines = "\n".join(f"  - {p}" for p in errors[:200])
         more = f"\n  ... and {len(errors) - 200} more" if len(errors) > 200 else ""
-        super().__init__(f"{len(errors)} problem(s) in the cohort table:\n{lines}{more}")
+        super().__init__(f"{len(errors)} problem(s) in {what}:\n{lines}{more}")
 
 
 def _rows(mask: np.ndarray) -> np.ndarray:
