@@ -374,6 +374,8 @@ def read_label_map(path: str | os.PathLike, ct: sitk.Image, what: str = "label m
         return out
     labels = _clean_labels(_read_nifti(path, what))
     _check_grid(labels, ct, path, what)
+    # within tolerance is the same grid: copy the CT's exactly, as PyRadiomics checks to 1e-6 of a voxel
+    labels.CopyInformation(ct)
     return labels
 
 
