@@ -144,6 +144,11 @@ def structure_id(name: str) -> int:
     raise ValueError(f"unknown TotalSegmentator v2 structure {name!r}")
 
 
+def fov_crossing_structures() -> tuple[str, ...]:
+    """Structures that cross every chest field of view axially (their axial cut is not truncation)."""
+    return tuple(_load_yaml("structures.yaml").get("fov_crossing", ()))
+
+
 def synthetic_structures() -> pd.DataFrame:
     """Structures of the synthetic CT model with their parameters (index: structure name)."""
     d = _load_yaml("structures.yaml")["synthetic"]

@@ -669,7 +669,8 @@ cached_segmenter.cache_clear = _cached.cache_clear  # type: ignore[attr-defined]
 
 # -- structure presence ---------------------------------------------------------------------------
 def structure_status(labels: sitk.Image | np.ndarray,
-                     names: Sequence[str] | None = None) -> dict[str, str]:
+                     names: Sequence[str] | None = None,
+                     crossing: Sequence[str] | None = None) -> dict[str, str]:
     """Whether each structure is present, truncated or absent in a multilabel map.
 
     Parameters
@@ -678,6 +679,11 @@ def structure_status(labels: sitk.Image | np.ndarray,
         Label map in TotalSegmentator v2 class ids (an array in SimpleITK's (z, y, x) order).
     names : sequence of str, optional
         Structures to report (default: all 117 ``total`` classes, in class-id order).
+    crossing : sequence of str, optional
+        Structures that cross every chest field of view axially (default:
+        ``manifest.fov_crossing_structures()``: aorta, esophagus, trachea, spinal cord, ...). Their
+        cut by the first or last axial slice (array axis 0, as in an LPS-oriented scan) is their
+        normal state, not truncation; only the in-plane border counts for them.
 
     Returns
     -------
@@ -707,6 +713,7 @@ def structure_status(labels: sitk.Image | np.ndarray,
     class_map = manifest.class_map()
     ids = {name: i for i, name in class_map.items()}
     names = list(class_map.values()) if names is None else list(names)
+    crossing = frozenset(manifest.fov_crossing_structures() if crossing is None else crossing)
     unknown = [n for n in names if n not in ids]
     if unknown:
         raise ValueError(f"unknown structure(s) {unknown}; allowed: TotalSegmentator v2 "
@@ -721,9 +728,9 @@ def structure_status(labels: sitk.Image | np.ndarray,
         box = boxes[ids[name] - 1] if ids[name] - 1 < len(boxes) else None
         if box is None:
             status[name] = "absent"
-        elif any(s.start == 0 or s.stop == shape[a] for a, s in enumerate(box)):
-            # a face of the volume: first/last axial slice or the in-plane border, whatever the
-            # orientation, so no need to know which array axis is axial
+        elif any(s.start == 0 or s.stop == shape[a] for a, s in enumerate(box)
+                 if not (a == 0 and name in crossing)):
+            # a face of the volume: first/last axial slice or the in-plane border
             status[name] = "truncated"
         else:
             status[name] = "present"

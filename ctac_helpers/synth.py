@@ -692,3 +692,4 @@ def cac_category(cac) -> np.ndarray:
     """The four CAC categories: 0, 1-100, 101-400, >400 (Agatston)."""
     cac = np.asarray(cac, float)
     return np.select([cac <= 0, cac <= 100, cac <= 400], ["0", "1-100", "101-400"], ">400")
+from ctac_helpers.phantom import ctac_phantom, phantom_cohort  # noqa: E305,E402,F401

@@ -391,6 +391,16 @@ def test_structure_status_handcrafted():
     assert set(full.values()) <= set(manifest.STRUCTURE_STATUSES)
     assert segment.structure_status(arr.astype(np.float32), ["heart"]) == {"heart": "present"}
 
+    # a tube crossing the whole field of view (first to last slice) is measured, not truncated,
+    # unless the in-plane border cuts it too
+    tube = np.zeros((10, 20, 20), dtype=np.uint8)
+    tube[:, 8:11, 8:11] = NAME_TO_ID["esophagus"]
+    tube[:, 15:18, 5:8] = NAME_TO_ID["pancreas"]
+    tube[:, 0:3, 12:15] = NAME_TO_ID["trachea"]
+    assert segment.structure_status(tube, ["esophagus", "pancreas", "trachea"]) == {
+        "esophagus": "present", "pancreas": "truncated", "trachea": "truncated"}
+    assert segment.structure_status(tube, ["esophagus"], crossing=()) == {"esophagus": "truncated"}
+
     with pytest.raises(ValueError, match="unknown structure"):
         segment.structure_status(arr, ["heart", "Heart"])
     with pytest.raises(ValueError, match="3-D"):
