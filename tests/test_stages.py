@@ -52,7 +52,8 @@ def test_downstream_of():
     )
     assert downstream_of("a", stages) == {"b", "c"}
     assert downstream_of("c", stages) == set()
-    assert downstream_of("data") == {"cohort"}
+    assert downstream_of("data") == {"cohort", "segmentation", "cac_eat", "radiomics"}
+    assert downstream_of("segmentation") == {"cac_eat", "radiomics"}
 
 
 def test_output_relpaths():
