@@ -91,7 +91,7 @@ STAGES: tuple[Stage, ...] = (
         needs=("segmentation", "cac_eat"),
         inputs=("scans", "structure_presence", "cac_eat"),
         artifacts=("image_features",),
-        tables=("radiomics_summary", "pyradiomics_agreement"),
+        tables=("radiomics_summary", "pyradiomics_agreement", "radiomics_settings"),
         figures=("radiomics_distributions",),
     ),
 )

@@ -1,0 +1,95 @@
+"""The imaging stages' per-scan tasks on a small phantom: segmentation, CAC/EAT, radiomics, failures."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from ctac_helpers import batch, imaging, manifest, phantom
+
+SHAPE, SPACING = (40, 128, 128), (3.5, 3.5, 7.0)
+
+
+@pytest.fixture(scope="module")
+def segmented(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imaging")
+    ph = phantom.ctac_phantom({"cac_score": 300.0}, seed=3, shape=SHAPE, spacing=SPACING)
+    paths = phantom.write_phantom(ph, root / "ph", "phantom")
+    scan = {"scan_id": "p1", "patient_id": "P1", "image": str(paths["ct"]), "label_map": str(paths["labels"]),
+            "pericardium": str(paths["pericardium"]), "protocol": "low_dose_120kvp"}
+    task = imaging.make_segmentation_task(root / "cache", "phantom")
+    return root, ph, task(scan)
+
+
+def test_segmentation_record(segmented):
+    _, ph, rec = segmented
+    assert rec["segmentation_source"] == "phantom" and rec["manifest_protocol"] == "low_dose_120kvp"
+    statuses = {k[len(imaging.STATUS_PREFIX):]: v for k, v in rec.items() if k.startswith(imaging.STATUS_PREFIX)}
+    assert len(statuses) == len(manifest.class_map())
+    for name, entry in ph.truth["structures"].items():
+        assert statuses[name] == entry["status"], name
+    labels = sitk.GetArrayFromImage(sitk.ReadImage(rec["label_path"]))
+    assert np.array_equal(labels, ph.labels)
+
+
+def test_cac_eat_measured_and_site_supplied(segmented):
+    _, ph, rec = segmented
+    out = imaging.cac_eat_task(rec)
+    assert out["cac_source"] == "measured" and out["eat_source"] == "measured" and out["eat_region"] == "pericardium"
+    assert imaging.cac_within([out["cac_score"]], [ph.truth["agatston"]])[0]
+    assert out["eat_volume"] == pytest.approx(ph.truth["eat_volume_ml"], rel=0.05)
+    site = dict(rec, manifest_cac_score=412.0, manifest_eat_volume=99.0, manifest_eat_density=-80.0)
+    out = imaging.cac_eat_task(site)
+    assert (out["cac_score"], out["cac_source"], out["cac_category"]) == (412.0, "site", ">400")
+    assert (out["eat_volume"], out["eat_density"], out["eat_source"]) == (99.0, -80.0, "site")
+
+
+def test_radiomics_task_gives_nan_and_status_for_missing_structures(segmented):
+    _, _, rec = segmented
+    rec = dict(rec, **{f"{imaging.STATUS_PREFIX}liver": "truncated"})
+    feats = ["Mean", "MeshVolume"]
+    out = imaging.radiomics_task(rec, ["heart", "liver", "thyroid_gland"], feats)
+    assert out["ct__heart__status"] == "present" and np.isfinite(out["ct__heart__Mean"])
+    assert out["ct__liver__status"] == "truncated" and np.isnan(out["ct__liver__Mean"])
+    assert out["ct__thyroid_gland__status"] == "absent" and np.isnan(out["ct__thyroid_gland__MeshVolume"])
+    table = imaging.image_feature_table(pd.DataFrame([out]), pd.DataFrame([{"patient_id": "P1", "cac_score": 1.0}]))
+    assert table["ct__heart__Mean"].dtype == np.float32 and table.loc[0, "cac_score"] == 1.0
+
+
+def test_a_corrupt_scan_is_isolated_and_reported(segmented, tmp_path):
+    root, _, _ = segmented
+    bad = tmp_path / "corrupt.nii.gz"
+    bad.write_bytes(b"\x1f\x8b not really gzip")
+    scans = [{"scan_id": "good", "patient_id": "P1", "image": str(root / "ph" / "phantom_ct.nii.gz"),
+              "label_map": str(root / "ph" / "phantom_labels.nii.gz")},
+             {"scan_id": "bad", "patient_id": "P2", "image": str(bad), "label_map": None}]
+    res = batch.run_batch(imaging.make_segmentation_task(tmp_path / "cache", "phantom"), scans, tmp_path / "work",
+                          key="k", n_workers=1, progress=False)
+    assert [r["scan_id"] for r in res.results] == ["good"]
+    assert res.failures["scan_id"].tolist() == ["bad"]
+    assert "corrupt.nii.gz" in res.failures.loc[0, "reason"] and "unreadable" in res.failures.loc[0, "reason"]
+    assert json.loads((tmp_path / "work" / "bad.failed.json").read_text())["error"] == "IngestError"
+
+
+def test_unknown_segmenter_names_the_allowed_ones(tmp_path):
+    with pytest.raises(ValueError, match="totalsegmentator, precomputed, phantom"):
+        imaging.make_segmentation_task(tmp_path, "nnunet")
+
+
+def test_task_key_changes_with_parameters():
+    assert imaging.task_key("radiomics", structures=["heart"]) != imaging.task_key("radiomics", structures=["aorta"])
+    assert imaging.task_key("cac_eat") == imaging.task_key("cac_eat")
+
+
+def test_bland_altman_by_hand():
+    ba = imaging.bland_altman([11.0, 19.0, 30.0], [10.0, 20.0, 28.0])
+    # differences 1, -1, 2: mean 2/3, sample SD sqrt(((1/3)^2 + (5/3)^2 + (4/3)^2) / 2) = sqrt(7/3)
+    assert ba["bias"] == pytest.approx(2 / 3) and ba["sd"] == pytest.approx(np.sqrt(7 / 3))
+    assert ba["loa_high"] == pytest.approx(2 / 3 + 1.96 * np.sqrt(7 / 3)) and ba["max_abs_error"] == 2.0
+
+
+def test_sample_manifest_absent_folder_is_empty(tmp_path):
+    df = imaging.sample_manifest(tmp_path / "nowhere", tmp_path)
+    assert df.empty and "image" in df.columns
