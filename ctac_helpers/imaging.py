@@ -367,3 +367,50 @@ def radiomics_summary(image_features: pd.DataFrame, synthetic: pd.DataFrame, str
                "volume_ml_synthetic": float(np.nanmedian(synthetic[vol_col])) / 1000 if vol_col in synthetic else np.nan}
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# -- what the models read -------------------------------------------------------------------------
+FEATURE_SOURCES = ("synthetic", "imaging")
+
+
+def model_inputs(cohort: pd.DataFrame, synthetic_features: pd.DataFrame,
+                 image_features: pd.DataFrame | None, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cohort and CT feature table the models chapter uses, from either source.
+
+    Parameters
+    ----------
+    cohort : DataFrame
+        The cohort table (chapter 0 or a site's own).
+    synthetic_features : DataFrame
+        The synthetic CT feature table (``artifacts/ct_features.parquet``).
+    image_features : DataFrame or None
+        Chapter 4's ``artifacts/image_features.parquet``; required when ``source='imaging'``.
+    source : {'synthetic', 'imaging'}
+        ``'synthetic'``: the cohort and the synthetic table as they are. ``'imaging'``: the patients
+        with image-derived features only, whose CAC score and EAT volume and density are replaced by
+        the values measured on (or supplied with) their scans, so that every CT input of the models
+        comes from the images.
+
+    Returns
+    -------
+    (cohort, ct_features)
+        Aligned on ``patient_id``, in the cohort's order.
+    """
+    if source not in FEATURE_SOURCES:
+        raise ValueError(f"unknown feature source {source!r}; allowed: {', '.join(FEATURE_SOURCES)}")
+    if source == "synthetic":
+        return cohort, synthetic_features
+    if image_features is None or not len(image_features):
+        raise ValueError("feature source 'imaging' needs the radiomics chapter's image_features artifact "
+                         "(run the segmentation, cac_eat and radiomics stages first)")
+    img = image_features.set_index("patient_id")
+    unknown = sorted(set(img.index) - set(cohort["patient_id"]))
+    if unknown:
+        raise ValueError(f"image features for patient(s) not in the cohort table: {', '.join(map(str, unknown[:10]))}")
+    sub = cohort[cohort["patient_id"].isin(img.index)].copy()
+    for col in ("cac_score", "eat_volume", "eat_density"):
+        if col in img.columns:
+            sub[col] = img.loc[sub["patient_id"], col].to_numpy(float)
+    ct_cols = [c for c in img.columns if c.startswith(manifest.CT_PREFIX)]
+    feats = img.loc[sub["patient_id"], ct_cols].reset_index()
+    return sub.reset_index(drop=True), feats

@@ -93,3 +93,24 @@ def test_bland_altman_by_hand():
 def test_sample_manifest_absent_folder_is_empty(tmp_path):
     df = imaging.sample_manifest(tmp_path / "nowhere", tmp_path)
     assert df.empty and "image" in df.columns
+
+
+def test_model_inputs_switch_between_sources():
+    cohort = pd.DataFrame({"patient_id": ["A", "B", "C"], "cac_score": [1.0, 2.0, 3.0],
+                           "eat_volume": [50.0, 60.0, 70.0], "eat_density": [-80.0, -81.0, -82.0]})
+    synthetic = pd.DataFrame({"patient_id": ["A", "B", "C"], "ct__heart__Mean": [1.0, 2.0, 3.0]})
+    images = pd.DataFrame({"patient_id": ["C", "A"], "ct__heart__Mean": [30.0, 10.0], "ct__heart__status": ["present"] * 2,
+                           "cac_score": [300.0, 100.0], "eat_volume": [7.0, 5.0], "eat_density": [-90.0, -91.0],
+                           "cac_source": ["measured", "site"]})
+    c, f = imaging.model_inputs(cohort, synthetic, None, "synthetic")
+    assert c is cohort and f is synthetic
+    c, f = imaging.model_inputs(cohort, synthetic, images, "imaging")
+    assert c["patient_id"].tolist() == ["A", "C"] and f["patient_id"].tolist() == ["A", "C"]
+    assert c["cac_score"].tolist() == [100.0, 300.0] and f["ct__heart__Mean"].tolist() == [10.0, 30.0]
+    assert list(f.columns) == ["patient_id", "ct__heart__Mean", "ct__heart__status"]
+    with pytest.raises(ValueError, match="allowed: synthetic, imaging"):
+        imaging.model_inputs(cohort, synthetic, images, "images")
+    with pytest.raises(ValueError, match="image_features"):
+        imaging.model_inputs(cohort, synthetic, None, "imaging")
+    with pytest.raises(ValueError, match="not in the cohort"):
+        imaging.model_inputs(cohort.iloc[:1], synthetic, images, "imaging")
