@@ -1,0 +1,250 @@
+"""Tests of ctac_helpers.models: feature sets, cross-validation, importance and SHAP.
+
+Small on purpose: a few hundred synthetic patients, tiny grids and few trees (the paper-scale run
+is measured by benchmarks/bench_models.py, not here).
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import xgboost as xgb
+
+from ctac_helpers import manifest, models, synth
+
+SEED = 11
+# Few, shallow, fast-learning trees: the tests check the procedure, not the model.
+FAST = {**models.AUTHORS_FIXED_PARAMS, "eta": 0.3}
+GRID = {"colsample_bytree": [0.8, 1.0], "n_estimators": [30], "max_depth": [2], "min_child_weight": [1]}
+
+
+@pytest.fixture(scope="module")
+def data(small_dataset):
+    """The first 400 patients of the session's small synthetic cohort (generated once)."""
+    cohort = small_dataset.cohort.iloc[:400].reset_index(drop=True)
+    ct = small_dataset.ct_features
+    ct = ct[ct["patient_id"].isin(cohort["patient_id"])].reset_index(drop=True)
+    return synth.SyntheticDataset(cohort=cohort, ct_features=ct, latent=None)
+
+
+@pytest.fixture(scope="module")
+def cv(data):
+    return models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4,
+                                 seed=SEED, grid=GRID, early_stopping_rounds=5, params=FAST,
+                                 keep_boosters=True, device="cpu")
+
+
+# -- feature sets -----------------------------------------------------------------------------------
+def test_no_leakage_in_any_feature_set(data):
+    schema = manifest.cohort_schema()
+    forbidden = set(schema.index[schema["group"].isin(["identity", "acquisition", "outcome"])])
+    assert {"death", "followup_years", "patient_id", "site"} <= forbidden
+    for m in models.FEATURE_SETS:
+        X, y = models.feature_matrix(data.cohort, data.ct_features, m)
+        assert not forbidden & set(X.columns), m
+        assert not any(c.endswith("__status") for c in X.columns), m
+        assert list(X.index) == list(data.cohort["patient_id"])
+        assert (y.to_numpy() == data.cohort["death"].to_numpy()).all()
+
+
+def test_feature_set_contents(data):
+    fm = lambda m, **kw: list(models.feature_matrix(data.cohort, data.ct_features, m, **kw)[0].columns)
+    structures = models.default_structures()
+    assert len(structures) == 33
+    ctac = fm("ai_ctac")
+    assert len(ctac) == 33 * 15 + 3
+    assert {models.feature_structure(c) for c in ctac} == set(structures) | {"coronary_calcium", "epicardial_fat"}
+    ctac_all = fm("ai_ctac", radiomics_subset="all")
+    assert len(ctac_all) == 33 * 32 + 3 and set(ctac) < set(ctac_all)
+    assert {manifest.parse_feature_column(c)[1] for c in ctac if c.startswith("ct__")} == set(
+        manifest.radiomics_features("subset15"))
+    spect = fm("ai_spect")
+    assert spect == manifest.spect_variables() and len(spect) == 22
+    assert fm("ai_hybrid") == ctac + spect
+    everything = fm("all")
+    assert everything[:len(ctac) + len(spect)] == ctac + spect
+    assert {"age", "sex", "bmi", "hypertension", "diabetes", "prior_mi", "stress_type", "peak_hr",
+            "ecg_response"} <= set(everything)
+    assert "race" not in everything
+    assert fm("eat") == ["eat_volume", "eat_density"]
+    assert fm("cac") == ["cac_score"] and fm("perfusion") == ["stress_tpd"]
+    X, _ = models.feature_matrix(data.cohort, data.ct_features, "all")
+    assert isinstance(X["sex"].dtype, pd.CategoricalDtype)
+    assert list(X["sex"].cat.categories) == ["male", "female"]
+    assert X["age"].dtype == np.float32
+
+
+def test_structures_argument_and_errors(data):
+    X, _ = models.feature_matrix(data.cohort, data.ct_features, "ai_ctac", structures=["heart", "aorta"])
+    assert X.shape[1] == 2 * 15 + 3
+    with pytest.raises(ValueError, match="allowed: eat, cac"):
+        models.feature_matrix(data.cohort, data.ct_features, "ctac")
+    with pytest.raises(ValueError, match="subset20.*allowed"):
+        models.feature_matrix(data.cohort, data.ct_features, "ai_ctac", radiomics_subset="subset20")
+    with pytest.raises(ValueError, match="no_such_structure"):
+        models.feature_matrix(data.cohort, data.ct_features, "ai_ctac", structures=["no_such_structure"])
+    with pytest.raises(ValueError, match="no CT features"):
+        models.feature_matrix(data.cohort, data.ct_features.iloc[1:], "ai_ctac")
+    with pytest.raises(ValueError, match="pass ct_features"):
+        models.feature_matrix(data.cohort, None, "ai_hybrid")
+    # Models without radiomics do not need the CT table.
+    assert models.feature_matrix(data.cohort, None, "ai_spect")[0].shape == (400, 22)
+
+
+# -- folds ------------------------------------------------------------------------------------------
+def test_inner_split_is_stratified_80_20(data):
+    y = data.cohort["death"].to_numpy()
+    fold = models.outer_folds(y, 10, SEED)
+    train = np.flatnonzero(fold != 0)
+    tr, va = models.inner_split(train, y, models.fold_seed(SEED, 0))
+    assert len(np.intersect1d(tr, va)) == 0 and np.array_equal(np.sort(np.concatenate([tr, va])), train)
+    assert abs(len(va) - 0.2 * len(train)) <= 1
+    assert abs(y[va].sum() - 0.2 * y[train].sum()) <= 1
+
+
+def test_each_patient_tested_once_in_stratified_folds(cv, data):
+    y = data.cohort["death"].to_numpy()
+    for model, g in cv.predictions.groupby("model"):
+        assert len(g) == 400 and g["patient_id"].is_unique, model
+        assert set(g["patient_id"]) == set(data.cohort["patient_id"])
+    deaths = cv.folds.groupby("fold")["death"].sum()
+    sizes = cv.folds.groupby("fold").size()
+    assert deaths.max() - deaths.min() <= 1 and sizes.max() - sizes.min() <= 1
+    assert int(deaths.sum()) == int(y.sum())
+    assert set(cv.predictions["model"]) == {"eat", "ai_ctac", "cac", "perfusion"}
+    # The comparators are the raw variables.
+    cac = cv.predictions[cv.predictions["model"] == "cac"].set_index("patient_id")["score"]
+    assert np.allclose(cac.reindex(data.cohort["patient_id"]).to_numpy(), data.cohort["cac_score"].to_numpy())
+    assert len(cv.best_params) == 2 * 4 and len(cv.grid_results) == 2 * 4 * 2
+    assert set(cv.aucs()["model"]) == {"eat", "ai_ctac", "cac", "perfusion"}
+
+
+def test_same_seed_identical_different_seed_different(data, cv):
+    kw = dict(models=("eat",), n_folds=4, grid=GRID, early_stopping_rounds=5, params=FAST, device="cpu",
+              comparators=())
+    a = models.cross_validate(data.cohort, data.ct_features, seed=SEED, **kw).predictions
+    b = models.cross_validate(data.cohort, data.ct_features, seed=SEED, n_jobs=2, **kw).predictions
+    c = models.cross_validate(data.cohort, data.ct_features, seed=SEED + 1, **kw).predictions
+    ref = cv.predictions[cv.predictions["model"] == "eat"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, ref)
+    pd.testing.assert_frame_equal(a, b)  # worker processes give the same numbers
+    merged = a.merge(c, on="patient_id")
+    assert (merged["fold_x"] != merged["fold_y"]).any()
+    assert not np.allclose(merged["score_x"], merged["score_y"])
+
+
+def test_early_stopping_keeps_fewer_trees_than_the_cap(data):
+    res = models.cross_validate(data.cohort, None, models=("ai_spect",), n_folds=3, seed=SEED,
+                                grid={"n_estimators": [300], "max_depth": [3], "min_child_weight": [1]},
+                                early_stopping_rounds=5, params={**FAST, "eta": 0.5}, device="cpu",
+                                comparators=(), keep_boosters=True)
+    assert (res.best_params["n_estimators"] < 300).all()
+    assert (res.grid_results["trees_fit"] == res.grid_results["n_estimators"] + 5).all()
+    # The kept booster holds exactly the early-stopped trees.
+    assert [b.num_boosted_rounds() for b in res.boosters["ai_spect"]] == list(res.best_params["n_estimators"])
+
+
+def test_cross_validate_rejects_bad_arguments(data):
+    with pytest.raises(ValueError, match="unknown model 'ctac'"):
+        models.cross_validate(data.cohort, data.ct_features, models=("ctac",))
+    with pytest.raises(ValueError, match="allowed: auc, logloss"):
+        models.cross_validate(data.cohort, None, models=("eat",), stopping_metric="error")
+    with pytest.raises(ValueError, match="allowed: train, full"):
+        models.cross_validate(data.cohort, None, models=("eat",), refit="all")
+    with pytest.raises(ValueError, match="allowed: auto, cpu, cuda"):
+        models.cross_validate(data.cohort, None, models=("eat",), device="tpu")
+    with pytest.raises(ValueError, match="n_estimators"):
+        models.cross_validate(data.cohort, None, models=("eat",), grid={"max_depth": [2]})
+
+
+def test_refit_full_and_authors_gridsearch_use_the_same_folds(data, cv):
+    full = models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, seed=SEED, grid=GRID,
+                                 early_stopping_rounds=5, params=FAST, refit="full", device="cpu",
+                                 comparators=(), keep_boosters=True)
+    assert (full.timings["n_fits"] == 3).all()
+    assert [b.num_boosted_rounds() for b in full.boosters["eat"]] == list(full.best_params["n_estimators"])
+    auth = models.authors_gridsearch(data.cohort, None, model="eat", n_folds=4, seed=SEED,
+                                     grid={"n_estimators": [5, 10], "max_depth": [2]}, max_folds=1,
+                                     params=FAST, device="cpu", cv=2)
+    assert set(auth.predictions["fold"]) == {0}
+    fold0 = cv.folds.loc[cv.folds["fold"] == 0, "patient_id"]
+    assert set(auth.predictions["patient_id"]) == set(fold0)
+    assert auth.timings.loc[0, "n_fits"] == 2 * 2 + 1
+    assert auth.best_params.loc[0, "n_estimators"] in (5, 10)
+
+
+# -- importance -------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def hand_booster():
+    rng = np.random.default_rng(0)
+    names = ["ct__a__Mean", "ct__a__Maximum", "ct__b__Mean", "cac_score", "eat_volume", "eat_density"]
+    X = rng.normal(size=(300, len(names)))
+    y = (X[:, 0] + X[:, 2] + X[:, 3] + rng.normal(size=300) > 0).astype(int)
+    return xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1, "seed": 0},
+                     xgb.DMatrix(X, label=y, feature_names=names), 20)
+
+
+@pytest.mark.parametrize("kind", ["total_gain", "weight", "total_cover"])
+def test_structure_importance_sums_over_features(hand_booster, kind):
+    raw = hand_booster.get_score(importance_type=kind)
+    imp = models.structure_importance(hand_booster, kind).set_index("structure")["importance"]
+    assert set(imp.index) == {"a", "b", "coronary_calcium", "epicardial_fat"}
+    assert imp["a"] == pytest.approx(raw.get("ct__a__Mean", 0) + raw.get("ct__a__Maximum", 0))
+    assert imp["b"] == pytest.approx(raw.get("ct__b__Mean", 0))
+    assert imp["coronary_calcium"] == pytest.approx(raw.get("cac_score", 0))
+    assert imp["epicardial_fat"] == pytest.approx(raw.get("eat_volume", 0) + raw.get("eat_density", 0))
+    assert imp.sum() == pytest.approx(sum(raw.values()))
+
+
+def test_structure_importance_gain_is_per_split_average_and_folds_average(hand_booster, cv):
+    gain = models.structure_importance(hand_booster, "gain").set_index("structure")["importance"]
+    tg = hand_booster.get_score(importance_type="total_gain")
+    w = hand_booster.get_score(importance_type="weight")
+    a = [f for f in ("ct__a__Mean", "ct__a__Maximum") if f in w]
+    assert gain["a"] == pytest.approx(sum(tg[f] for f in a) / sum(w[f] for f in a))
+    # Two copies of one booster average to the booster itself; shares sum to 1.
+    twice = models.structure_importance([hand_booster, hand_booster])
+    once = models.structure_importance(hand_booster)
+    pd.testing.assert_frame_equal(twice, once)
+    assert once["share"].sum() == pytest.approx(1.0)
+    # From a CVResult: the mean over the fold boosters.
+    res = models.structure_importance(cv).set_index("structure")["importance"]
+    per_fold = [models.structure_importance(b).set_index("structure")["importance"] for b in cv.boosters["ai_ctac"]]
+    expected = pd.concat(per_fold, axis=1).fillna(0).mean(axis=1)
+    assert np.allclose(res.sort_index(), expected.reindex(res.index).sort_index())
+    assert len(res) == 35  # 33 structures + coronary_calcium + epicardial_fat
+
+
+def test_structure_importance_errors(hand_booster, cv):
+    with pytest.raises(ValueError, match="allowed: total_gain, gain, weight"):
+        models.structure_importance(hand_booster, "shap")
+    with pytest.raises(ValueError, match="no boosters kept for model 'ai_spect'"):
+        models.structure_importance(cv, model="ai_spect")
+
+
+# -- SHAP -------------------------------------------------------------------------------------------
+def test_shap_is_additive_and_out_of_fold(cv, data):
+    shap = models.shap_values(cv, data.cohort, data.ct_features, "ai_ctac")
+    assert list(shap.index) == list(data.cohort["patient_id"])
+    assert shap.shape[1] == 33 * 15 + 3 + 1
+    margin = shap.sum(axis=1).to_numpy()
+    score = cv.scores().loc[shap.index, "ai_ctac"].to_numpy()
+    assert np.allclose(1 / (1 + np.exp(-margin)), score, atol=1e-5)
+    by = models.shap_by_structure(shap)
+    assert by.shape[1] == 35 + 1
+    assert np.allclose(by.sum(axis=1), margin, atol=1e-5)
+    top = models.top_structures(by.iloc[0], k=5, rest=True)
+    assert len(top) == 6 and top.index[-1] == "30 other structures"
+    assert list(top.iloc[:5].abs()) == sorted(top.iloc[:5].abs(), reverse=True)
+    assert top.sum() == pytest.approx(by.iloc[0].drop("bias").sum())
+
+
+def test_importance_by_group(cv, data):
+    shap = models.shap_values(cv, data.cohort, data.ct_features, "ai_ctac")
+    g = models.importance_by_group(cv, data.cohort, data.ct_features, by=("site",), shap=shap)
+    assert set(g["by"]) == {"all", "site"}
+    assert set(g.loc[g["by"] == "site", "group"]) == set(data.cohort["site"])
+    assert np.allclose(g.groupby(["by", "group"])["share"].sum(), 1.0)
+    n = g.drop_duplicates(["by", "group"]).groupby("by")["n_patients"].sum()
+    assert (n == 400).all()
+    with pytest.raises(ValueError, match="unknown grouping column 'scanner'"):
+        models.importance_by_group(cv, data.cohort, data.ct_features, by=("scanner",), shap=shap)
