@@ -224,5 +224,6 @@ def _execute(task, todo, record, scheduler, n_workers) -> None:
             try:
                 status, payload = fut.result()
             except Exception as exc:  # noqa: BLE001 - a worker died with this scan: record it, go on
-                status, payload = "failed", {"error": type(exc).__name__, "reason": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                status, payload = "failed", {"error": type(exc).__name__, "reason": reason}
             record(sid, status, payload)

@@ -286,7 +286,8 @@ def cac_within(measured, truth, rel: float = 0.05, small: float = 60.0, units: f
 def cac_agreement(ph: pd.DataFrame) -> pd.DataFrame:
     """Per phantom: true and measured Agatston score and calcium volume, error, within the criterion."""
     out = pd.DataFrame({
-        "scan_id": ph["scan_id"], "protocol": ph.get("protocol"), "true_agatston": ph["true_agatston"], "measured_agatston": ph["cac_score"],
+        "scan_id": ph["scan_id"], "protocol": ph.get("protocol"),
+        "true_agatston": ph["true_agatston"], "measured_agatston": ph["cac_score"],
         "error": ph["cac_score"] - ph["true_agatston"],
         "true_volume_mm3": ph["true_calcium_volume_mm3"], "measured_volume_mm3": ph["cac_volume_mm3"],
     })
@@ -297,7 +298,8 @@ def cac_agreement(ph: pd.DataFrame) -> pd.DataFrame:
 def eat_agreement(ph: pd.DataFrame, rel: float = 0.05, hu: float = 2.0) -> pd.DataFrame:
     """Per phantom: true and measured EAT volume and density, and whether each is within its criterion."""
     out = pd.DataFrame({
-        "scan_id": ph["scan_id"], "protocol": ph.get("protocol"), "true_volume_ml": ph["true_eat_volume_ml"], "measured_volume_ml": ph["eat_volume"],
+        "scan_id": ph["scan_id"], "protocol": ph.get("protocol"),
+        "true_volume_ml": ph["true_eat_volume_ml"], "measured_volume_ml": ph["eat_volume"],
         "true_density_hu": ph["true_eat_density_hu"], "measured_density_hu": ph["eat_density"],
     })
     out["volume_within"] = np.abs(out["measured_volume_ml"] - out["true_volume_ml"]) <= rel * out["true_volume_ml"]
