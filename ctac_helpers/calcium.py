@@ -46,6 +46,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from . import manifest
+from .grid import on_grid
 
 logger = logging.getLogger(__name__)
 
@@ -213,25 +214,6 @@ def agatston(ct: np.ndarray, spacing, region: np.ndarray | None = None, threshol
 
 def _array(image: sitk.Image) -> np.ndarray:
     return sitk.GetArrayViewFromImage(image)
-
-
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-4)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-5))
-
-
-def on_grid(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
-    """``image`` (a label map or mask) on ``reference``'s grid: nearest-neighbour in physical space.
-
-    Returned unchanged when both already share the grid; voxels outside ``image`` become 0.
-    """
-    if _same_grid(image, reference):
-        return image
-    logger.info("resampling a %s label image onto the CT grid %s (nearest neighbour, physical space)",
-                image.GetSize(), reference.GetSize())
-    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                         image.GetPixelID())
 
 
 def bounding_box(mask: np.ndarray, pad=(0, 0, 0)) -> tuple[slice, slice, slice] | None:

@@ -22,7 +22,8 @@ from scipy import ndimage
 from skimage.morphology import convex_hull_image
 
 from . import manifest
-from .calcium import bounding_box, distance_mask, on_grid
+from .calcium import bounding_box, distance_mask
+from .grid import on_grid
 
 logger = logging.getLogger(__name__)
 

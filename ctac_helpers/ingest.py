@@ -29,6 +29,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from . import manifest
+from .grid import grid_differences
 from .rundir import atomic_path
 from .validate import Problem, ValidationError, _report
 
@@ -399,23 +400,12 @@ def _clean_labels(image: sitk.Image) -> sitk.Image:
 
 
 def _check_grid(labels: sitk.Image, ct: sitk.Image, path, what: str, tol: float = 1e-3) -> None:
-    problems = []
-    if labels.GetSize() != ct.GetSize():
-        problems.append(f"size {labels.GetSize()} vs {ct.GetSize()}")
-    if not np.allclose(labels.GetSpacing(), ct.GetSpacing(), atol=tol):
-        problems.append(f"spacing {_fmt(labels.GetSpacing())} vs {_fmt(ct.GetSpacing())} mm")
     # half a voxel of origin tolerance is too lax; 1% of a voxel absorbs float rounding of writers
-    if not np.allclose(labels.GetOrigin(), ct.GetOrigin(), atol=0.01 * min(ct.GetSpacing())):
-        problems.append(f"origin {_fmt(labels.GetOrigin())} vs {_fmt(ct.GetOrigin())} mm")
-    if not np.allclose(labels.GetDirection(), ct.GetDirection(), atol=tol):
-        problems.append(f"direction {_fmt(labels.GetDirection())} vs {_fmt(ct.GetDirection())}")
-    if problems:
-        raise IngestError(f"{path}: the {what}'s grid does not match the CT's ({'; '.join(problems)}); "
+    diff = grid_differences(labels, ct, tol, 0.01 * min(ct.GetSpacing()), tol)
+    if diff:
+        listing = "; ".join(f"{k} {v}" + (" mm" if k in ("spacing", "origin") else "") for k, v in diff.items())
+        raise IngestError(f"{path}: the {what}'s grid does not match the CT's ({listing}); "
                           "expected a label map computed on this CT")
-
-
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
 # -- one scan -------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ from radiomics.firstorder import RadiomicsFirstOrder
 from radiomics.shape import RadiomicsShape
 
 from . import manifest
+from .grid import fmt, grid_differences
 
 logger = logging.getLogger(__name__)
 
@@ -122,26 +123,17 @@ def _check_images(ct: sitk.Image, labels: sitk.Image, tolerance: float) -> None:
                              f"{img.GetNumberOfComponentsPerPixel()} component(s) per voxel")
     # tolerances as SimpleITK applies them: coordinates relative to the voxel size
     sp = np.array(ct.GetSpacing())
-    differ = [name for name, bad in (
-        ("size", ct.GetSize() != labels.GetSize()),
-        ("spacing", np.any(np.abs(sp - labels.GetSpacing()) > tolerance * sp)),
-        ("origin", np.any(np.abs(np.subtract(ct.GetOrigin(), labels.GetOrigin())) > tolerance * sp.min())),
-        ("direction", np.any(np.abs(np.subtract(ct.GetDirection(), labels.GetDirection())) > tolerance)),
-    ) if bad]
+    differ = list(grid_differences(ct, labels, tolerance * sp, tolerance * sp.min(), tolerance))
     if differ:
         raise ValueError(
             f"ct and labels are not on the same grid ({', '.join(differ)} differ; resample the label map onto "
-            f"the CT first): size {ct.GetSize()} vs {labels.GetSize()}, spacing {_fmt(ct.GetSpacing())} vs "
-            f"{_fmt(labels.GetSpacing())}, origin {_fmt(ct.GetOrigin())} vs {_fmt(labels.GetOrigin())}, direction "
-            f"{_fmt(ct.GetDirection())} vs {_fmt(labels.GetDirection())} (tolerance {tolerance:g})")
+            f"the CT first): size {ct.GetSize()} vs {labels.GetSize()}, spacing {fmt(ct.GetSpacing())} vs "
+            f"{fmt(labels.GetSpacing())}, origin {fmt(ct.GetOrigin())} vs {fmt(labels.GetOrigin())}, direction "
+            f"{fmt(ct.GetDirection())} vs {fmt(labels.GetDirection())} (tolerance {tolerance:g})")
     pixel = labels.GetPixelID()
     if pixel not in (sitk.sitkUInt8, sitk.sitkInt8, sitk.sitkUInt16, sitk.sitkInt16, sitk.sitkUInt32,
                      sitk.sitkInt32, sitk.sitkUInt64, sitk.sitkInt64):
         raise ValueError(f"labels must have an integer pixel type, got {labels.GetPixelIDTypeAsString()}")
-
-
-def _fmt(values) -> str:
-    return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
 
 
 def _structures(structures, present: Sequence[int]) -> dict[int, str]:

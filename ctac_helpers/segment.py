@@ -41,6 +41,7 @@ import pandas as pd
 import SimpleITK as sitk
 
 from ctac_helpers import manifest
+from ctac_helpers.grid import grid_description, same_grid
 
 log = logging.getLogger(__name__)
 
@@ -247,22 +248,6 @@ def _check_volume(ct: sitk.Image) -> None:
     if ct.GetDimension() != 3 or ct.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"ct must be a 3-D scalar image, got dimension {ct.GetDimension()} with "
                          f"{ct.GetNumberOfComponentsPerPixel()} component(s)")
-
-
-def grid_description(img: sitk.Image) -> str:
-    """``size=..., spacing=..., origin=..., direction=...`` of an image, for messages."""
-    def fmt(values):
-        return "(" + ", ".join(f"{v:.6g}" for v in values) + ")"
-    return (f"size={tuple(img.GetSize())}, spacing={fmt(img.GetSpacing())}, "
-            f"origin={fmt(img.GetOrigin())}, direction={fmt(img.GetDirection())}")
-
-
-def same_grid(a: sitk.Image, b: sitk.Image, tolerance: float = 1e-3) -> bool:
-    """Whether two images have the same size, and spacing, origin, direction within tolerance."""
-    return (a.GetDimension() == b.GetDimension() and a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=0, atol=tolerance)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), rtol=0, atol=tolerance)
-            and np.allclose(a.GetDirection(), b.GetDirection(), rtol=0, atol=tolerance))
 
 
 @functools.lru_cache(maxsize=None)
