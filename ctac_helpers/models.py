@@ -63,13 +63,16 @@ __all__ = [
     "FEATURE_SETS",
     "IMPORTANCE_TYPES",
     "PSEUDO_STRUCTURES",
+    "attach_scores",
     "authors_gridsearch",
     "cross_validate",
     "default_structures",
     "feature_matrix",
     "feature_structure",
     "fold_seed",
+    "feature_set_table",
     "gpu_available",
+    "high_risk_examples",
     "importance_by_group",
     "inner_split",
     "model_names",
@@ -326,6 +329,101 @@ def _to_xgb_arrays(X: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
     return out, list(map(str, X.columns)), types
 
 
+def feature_set_table(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
+                      models: Sequence[str] | None = None, radiomics_subset: str = "subset15",
+                      structures: Sequence[str] | None = None) -> pd.DataFrame:
+    """The models and their features: ``model, label, kind, n_features, description``."""
+    rows = []
+    for m in (model_names() if models is None else models):
+        rule = _check_model(m)
+        X, _ = feature_matrix(cohort, ct_features, m, radiomics_subset, structures)
+        rows.append({"model": m, "label": rule["label"], "kind": rule["kind"], "n_features": X.shape[1],
+                     "description": rule["description"]})
+    return pd.DataFrame(rows)
+
+
+def high_risk_examples(scores: pd.Series, cohort: pd.DataFrame, k: int = 3,
+                       columns: Sequence[str] = ("age", "sex", "stress_tpd", "death", "followup_years")
+                       ) -> pd.DataFrame:
+    """The ``k`` patients with the highest scores among those who died (the paper's Fig. 4 examples).
+
+    Parameters
+    ----------
+    scores : Series
+        Out-of-fold risk of one model, indexed by ``patient_id``.
+    cohort : DataFrame
+        The cohort table (for the descriptive ``columns``).
+    k : int
+        Number of patients.
+
+    Returns
+    -------
+    DataFrame
+        ``patient_id, score, risk_percentile`` and ``columns``, highest score first (ties by id).
+    """
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    missing = [c for c in (ID, OUTCOME, *columns) if c not in cohort]
+    if missing:
+        raise ValueError(f"cohort lacks the columns {missing}")
+    meta = cohort.set_index(ID)
+    if not scores.index.isin(meta.index).all():
+        raise ValueError("scores hold patients that are not in the cohort")
+    table = pd.DataFrame({"score": scores.astype(float)})
+    table["risk_percentile"] = table["score"].rank(pct=True) * 100
+    table = table.join(meta[[c for c in dict.fromkeys((*columns, OUTCOME))]])
+    died = table[table[OUTCOME] == 1].reset_index().rename(columns={"index": ID})
+    died = died.sort_values(["score", ID], ascending=[False, True], kind="stable").head(k)
+    return died[[ID, "score", "risk_percentile", *columns]].reset_index(drop=True)
+
+
+def attach_scores(cohort: pd.DataFrame, predictions: pd.DataFrame, model: str = "all",
+                  column: str = "score") -> pd.DataFrame:
+    """The cohort with one model's out-of-fold score as a column (the input of chapters 6 and 7).
+
+    Parameters
+    ----------
+    cohort : DataFrame
+        The cohort table, one row per ``patient_id``.
+    predictions : DataFrame
+        ``artifacts/predictions.parquet``: ``patient_id, fold, model, score``.
+    model : str
+        The model whose scores are attached (one of the models in ``predictions``).
+    column : str
+        Name of the new column.
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``cohort`` (same rows, same order) with ``column`` and ``fold``.
+
+    Raises
+    ------
+    ValueError
+        If ``predictions`` lacks a column, ``model`` is not among its models, a patient of the cohort
+        has no score, or a patient has two.
+    """
+    missing = [c for c in (ID, "fold", "model", "score") if c not in predictions]
+    if missing:
+        raise ValueError(f"predictions lack the columns {missing}; expected patient_id, fold, model, score")
+    available = sorted(predictions["model"].unique())
+    if model not in available:
+        raise ValueError(f"model {model!r} not in the predictions; available: {available}")
+    if column in cohort:
+        raise ValueError(f"the cohort already has a column {column!r}")
+    p = predictions.loc[predictions["model"] == model, [ID, "fold", "score"]]
+    dup = p[ID][p[ID].duplicated()]
+    if len(dup):
+        raise ValueError(f"predictions of {model!r} hold {len(dup)} patient(s) twice, e.g. {dup.iloc[0]!r}")
+    out = cohort.merge(p.rename(columns={"score": column}), on=ID, how="left", validate="one_to_one")
+    unscored = out.loc[out[column].isna(), ID]
+    if len(unscored):
+        raise ValueError(f"{len(unscored)} patient(s) of the cohort have no {model!r} score, "
+                         f"e.g. {unscored.iloc[0]!r}: were the predictions made on another cohort?")
+    out.index = cohort.index
+    return out
+
+
 # -- folds ----------------------------------------------------------------------------------------
 def outer_folds(y, n_folds: int = 10, seed: int = DEFAULT_SEED) -> np.ndarray:
     """Test fold (0..n_folds-1) of each patient: stratified, shuffled with ``seed``."""
@@ -508,7 +606,11 @@ def _fit_fold(model: str, fold: int, X: np.ndarray, y: np.ndarray, names: list[s
                            enable_categorical=cat, max_bin=int(fixed["max_bin"]))
     # One quantised matrix per fold, shared by the grid's fits (the bins depend on the data only).
     dtrain = dm(X[train], label=y[train])
-    dvalid = dm(X[valid], label=y[valid], ref=dtrain)
+    # A plain DMatrix for validation: xgboost evaluates a QuantileDMatrix that is not the training
+    # matrix ~10 ms per round slower (measured at 500 features), and the raw values give the same
+    # predictions, the split thresholds being the training bins' cuts.
+    dvalid = xgb.DMatrix(X[valid], label=y[valid], feature_names=names, feature_types=types,
+                         enable_categorical=cat)
     # The last metric drives early stopping; the other one is only recorded.
     metrics = ["auc", "logloss"] if stopping_metric == "logloss" else ["logloss", "auc"]
     base = {**fixed, "eval_metric": metrics, "seed": seed, "nthread": nthread, "device": device,
@@ -600,7 +702,7 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
                    structures: Sequence[str] | None = None, stopping_metric: str = "auc",
                    refit: str = "train", keep_boosters=("ai_ctac",), params: Mapping | None = None,
                    max_bin: int = BOOK_MAX_BIN, device: str = "auto", threads_per_fit: int = 1,
-                   validation_size: float = VALIDATION_SIZE) -> CVResult:
+                   validation_size: float = VALIDATION_SIZE, chosen: pd.DataFrame | None = None) -> CVResult:
     """Out-of-fold mortality scores of each model, by the paper's cross-validation.
 
     Parameters
@@ -653,6 +755,11 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         xgboost threads per fit (fixed, so that results do not depend on ``n_jobs``).
     validation_size : float
         Share of the fold's training patients used for validation (0.2).
+    chosen : DataFrame, optional
+        The ``best_params`` of an earlier run (same seed and folds): each model and fold then fits
+        only the grid point chosen there, still early-stopped on the validation part. Sensitivity
+        analyses that change the features but not the procedure (15 vs 32 radiomics features) use
+        it to skip the grid search: one fit per fold instead of one per grid point.
 
     Returns
     -------
@@ -699,16 +806,17 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
             continue
         arr, names, types = _to_xgb_arrays(X)
         for k, (tr, va, te) in enumerate(splits):
+            fold_points = points if chosen is None else [_chosen_point(chosen, m, k, points)]
             tasks.append((arr.shape[1], m, k, dict(
                 model=m, fold=k, X=arr, y=y_all, names=names, types=types, train=tr, valid=va, test=te,
-                points=points, cap=cap, fixed=fixed, early_stopping_rounds=early_stopping_rounds,
+                points=fold_points, cap=cap, fixed=fixed, early_stopping_rounds=early_stopping_rounds,
                 stopping_metric=stopping_metric, seed=fold_seed(seed, k), device=device,
                 nthread=threads_per_fit, refit=refit, keep=m in keep)))
     # Widest models first, so that the last tasks to start are the short ones.
     tasks.sort(key=lambda t: -t[0])
     n_workers = 1 if device == "cuda" else (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
     logger.info("cross_validate: %d models x %d folds, %d fits per fold, cap %d trees, %s, %d worker(s)",
-                len(models), n_folds, len(points), cap, device, n_workers)
+                len(models), n_folds, 1 if chosen is not None else len(points), cap, device, n_workers)
     if n_workers > 1 and len(tasks) > 1:
         from joblib import Parallel, delayed
 
@@ -753,9 +861,26 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
                 "grid": {k: list(v) for k, v in grid.items()}, "params": fixed,
                 "early_stopping_rounds": early_stopping_rounds, "stopping_metric": stopping_metric,
                 "refit": refit, "device": device, "n_jobs": n_jobs, "threads_per_fit": threads_per_fit,
-                "validation_size": validation_size})
+                "validation_size": validation_size, "reused_choice": chosen is not None})
     logger.info("cross_validate: %.1f s wall, %.1f s CPU", result.wall_s, result.cpu_s)
     return result
+
+
+def _chosen_point(chosen: pd.DataFrame, model: str, fold: int, points: list[dict]) -> dict:
+    """The grid point an earlier run chose for ``model`` in ``fold`` (a ValueError if it has none)."""
+    keys = list(points[0])
+    missing = [c for c in ("model", "fold", *keys) if c not in chosen]
+    if missing:
+        raise ValueError(f"chosen lacks the columns {missing}; pass a CVResult's best_params")
+    row = chosen[(chosen["model"] == model) & (chosen["fold"] == fold)]
+    if len(row) != 1:
+        raise ValueError(f"chosen has {len(row)} rows for model {model!r} fold {fold}; expected 1")
+    point = {k: row.iloc[0][k] for k in keys}
+    # Back to the grid's own values (and types): the table may hold numpy scalars or floats.
+    for p in points:
+        if all(np.isclose(float(p[k]), float(point[k])) for k in keys):
+            return dict(p)
+    raise ValueError(f"the point chosen for model {model!r} fold {fold} ({point}) is not on the grid")
 
 
 def _process_tree_cpu() -> dict[int, float]:

@@ -94,6 +94,36 @@ STAGES: tuple[Stage, ...] = (
         tables=("radiomics_summary", "pyradiomics_agreement", "radiomics_settings"),
         figures=("radiomics_distributions",),
     ),
+    Stage(
+        name="models",
+        notebook="05_models.ipynb",
+        title="Mortality models",
+        # radiomics: with features='imaging' the models read the image-derived features.
+        needs=("data", "radiomics"),
+        inputs=("cohort", "ct_features", "image_features"),
+        artifacts=("predictions", "shap_structures"),
+        tables=("model_selection", "supp_table3", "supp_table3_delong", "supp_table4", "supp_table4_delong",
+                "supp_table5", "supp_table5_delong", "fig2", "supp_fig2", "fig4", "supp_table10"),
+        figures=("fig1", "fig2a", "fig2b", "fig2c", "supp_fig2", "fig4"),
+    ),
+    Stage(
+        name="subgroups",
+        notebook="06_subgroups.ipynb",
+        title="Subgroups, sites and protocols",
+        needs=("data", "models"),
+        inputs=("cohort", "predictions"),
+        tables=("supp_fig3", "supp_table6"),
+        figures=("supp_fig3",),
+    ),
+    Stage(
+        name="survival",
+        notebook="07_survival_nri.ipynb",
+        title="Survival, hazard ratios and reclassification",
+        needs=("data", "models"),
+        inputs=("cohort", "predictions"),
+        tables=("fig3", "fig3_logrank", "cox_univariate", "supp_fig4", "supp_table7", "nri"),
+        figures=("fig3", "supp_fig4", "supp_table7"),
+    ),
 )
 
 

@@ -87,3 +87,28 @@ def test_imaging_chapters(built):
     assert (agreement["max_relative_difference"] < 1e-6).all()
     html = root / "_build" / "html" / "notebooks"
     assert "Supplementary Fig. 7" in (html / "02_segmentation.html").read_text(encoding="utf-8")
+
+
+def test_models_chapter(built):
+    root, run_dir = built
+    cohort = pd.read_parquet(run_dir / "artifacts" / "cohort.parquet")
+    pred = pd.read_parquet(run_dir / "artifacts" / "predictions.parquet")
+    assert {"patient_id", "fold", "model", "score"} <= set(pred.columns)
+    # One out-of-fold score per patient and model, for every patient of the cohort.
+    counts = pred.groupby("model")["patient_id"].agg(["size", "nunique"])
+    assert (counts["size"] == len(cohort)).all() and (counts["nunique"] == len(cohort)).all()
+    assert {"all", "ai_hybrid", "ai_ctac", "ai_spect", "eat", "cac", "perfusion"} <= set(pred["model"])
+    assert pred["fold"].nunique() == 5  # the quick profile's folds
+    t3 = pd.read_csv(run_dir / "tables" / "supp_table3.csv", keep_default_na=False)
+    assert set(t3["model"]) >= {"all", "ai_ctac", "cac", "perfusion"}
+    assert ((t3["ci_low"] <= t3["auc"]) & (t3["auc"] <= t3["ci_high"])).all()
+    assert (t3["paper_auc"].astype(float) > 0).all()
+    for table in ("supp_table3_delong", "supp_table4_delong", "supp_table5_delong"):
+        d = pd.read_csv(run_dir / "tables" / f"{table}.csv")
+        assert len(d) and d["p"].between(0, 1).all(), table
+    t10 = pd.read_csv(run_dir / "tables" / "supp_table10.csv")
+    assert list(t10["model"]) == ["all", "ai_ctac", "ai_hybrid"] and t10["p"].between(0, 1).all()
+    for fig in ("fig1", "fig2a", "fig2b", "fig2c", "fig4", "supp_fig2"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+    page = (root / "_build" / "html" / "notebooks" / "05_models.html").read_text(encoding="utf-8")
+    assert "Supplementary Table 10" in page and "<img" in page

@@ -143,6 +143,31 @@ def test_early_stopping_keeps_fewer_trees_than_the_cap(data):
     assert [b.num_boosted_rounds() for b in res.boosters["ai_spect"]] == list(res.best_params["n_estimators"])
 
 
+def test_chosen_reuses_each_folds_grid_point_with_one_fit(data, cv):
+    # The same procedure and folds with the earlier run's choices: one fit per fold, same scores.
+    again = models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4,
+                                  seed=SEED, grid=GRID, early_stopping_rounds=5, params=FAST,
+                                  keep_boosters=None, device="cpu", chosen=cv.best_params)
+    assert (again.timings["n_fits"] == 1).all()
+    keys = ["model", "fold", "colsample_bytree", "max_depth", "min_child_weight", "n_estimators"]
+    pd.testing.assert_frame_equal(again.best_params[keys], cv.best_params[keys])
+    pd.testing.assert_frame_equal(again.predictions, cv.predictions)
+    assert again.config["reused_choice"] and not cv.config["reused_choice"]
+    # 32 features instead of 15, on the 15-feature run's choices.
+    wide = models.cross_validate(data.cohort, data.ct_features, models=("ai_ctac",), n_folds=4, seed=SEED,
+                                 grid=GRID, early_stopping_rounds=5, params=FAST, keep_boosters=None,
+                                 device="cpu", chosen=cv.best_params, radiomics_subset="all", comparators=())
+    chosen = cv.best_params[cv.best_params["model"] == "ai_ctac"].reset_index(drop=True)
+    assert (wide.best_params["colsample_bytree"] == chosen["colsample_bytree"]).all()
+    with pytest.raises(ValueError, match="0 rows for model 'ai_spect' fold 0"):
+        models.cross_validate(data.cohort, None, models=("ai_spect",), n_folds=4, seed=SEED, grid=GRID,
+                              params=FAST, device="cpu", chosen=cv.best_params)
+    off_grid = cv.best_params.assign(max_depth=7)
+    with pytest.raises(ValueError, match="not on the grid"):
+        models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, seed=SEED, grid=GRID,
+                              params=FAST, device="cpu", chosen=off_grid)
+
+
 def test_cross_validate_rejects_bad_arguments(data):
     with pytest.raises(ValueError, match="unknown model 'ctac'"):
         models.cross_validate(data.cohort, data.ct_features, models=("ctac",))
@@ -248,3 +273,45 @@ def test_importance_by_group(cv, data):
     assert (n == 400).all()
     with pytest.raises(ValueError, match="unknown grouping column 'scanner'"):
         models.importance_by_group(cv, data.cohort, data.ct_features, by=("scanner",), shap=shap)
+
+
+def test_feature_set_table_counts_the_features(data):
+    t = models.feature_set_table(data.cohort, data.ct_features).set_index("model")
+    assert t.loc["ai_ctac", "n_features"] == 33 * 15 + 3 and t.loc["eat", "n_features"] == 2
+    assert t.loc["cac", "kind"] == "univariate" and t.loc["all", "label"] == "All"
+    t32 = models.feature_set_table(data.cohort, data.ct_features, ["ai_ctac"], radiomics_subset="all")
+    assert t32["n_features"].iloc[0] == 33 * 32 + 3
+
+
+def test_high_risk_examples_are_the_highest_scored_deaths(data):
+    ids = data.cohort["patient_id"]
+    scores = pd.Series(np.linspace(0, 1, len(ids)), index=ids.to_numpy())
+    ex = models.high_risk_examples(scores, data.cohort, k=2)
+    dead = data.cohort.loc[data.cohort["death"] == 1, "patient_id"]
+    expected = scores[dead.to_numpy()].sort_values(ascending=False).index[:2]
+    assert list(ex["patient_id"]) == list(expected)
+    assert (ex["death"] == 1).all() and ex["score"].is_monotonic_decreasing
+    assert list(ex.columns[:3]) == ["patient_id", "score", "risk_percentile"]
+    with pytest.raises(ValueError, match="positive integer"):
+        models.high_risk_examples(scores, data.cohort, k=0)
+    with pytest.raises(ValueError, match="not in the cohort"):
+        models.high_risk_examples(pd.Series([0.5], index=["nobody"]), data.cohort)
+
+
+def test_attach_scores_aligns_one_models_scores_with_the_cohort():
+    cohort = pd.DataFrame({"patient_id": ["p1", "p2", "p3"], "age": [50, 60, 70]}, index=[7, 8, 9])
+    pred = pd.DataFrame({"patient_id": ["p3", "p1", "p2", "p1", "p2", "p3"], "fold": [0, 1, 2, 1, 2, 0],
+                         "model": ["all", "all", "all", "cac", "cac", "cac"],
+                         "score": [0.3, 0.1, 0.2, 10.0, 20.0, 30.0]})
+    out = models.attach_scores(cohort, pred, "all")
+    assert list(out.index) == [7, 8, 9] and out["score"].tolist() == [0.1, 0.2, 0.3]
+    assert out["fold"].tolist() == [1, 2, 0] and "score" not in cohort
+    assert models.attach_scores(cohort, pred, "cac", column="cac_risk")["cac_risk"].tolist() == [10, 20, 30]
+    with pytest.raises(ValueError, match=r"model 'ai_ctac' not in the predictions; available: \['all', 'cac'\]"):
+        models.attach_scores(cohort, pred, "ai_ctac")
+    with pytest.raises(ValueError, match="1 patient\\(s\\) of the cohort have no 'all' score, e.g. 'p4'"):
+        models.attach_scores(pd.concat([cohort, pd.DataFrame({"patient_id": ["p4"], "age": [1]})]), pred)
+    with pytest.raises(ValueError, match="twice"):
+        models.attach_scores(cohort, pd.concat([pred, pred.iloc[:1]]))
+    with pytest.raises(ValueError, match="lack the columns \\['fold'\\]"):
+        models.attach_scores(cohort, pred.drop(columns="fold"))
