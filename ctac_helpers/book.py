@@ -5,6 +5,7 @@ Jupyter Book never executes anything here (``execute_notebooks: off``): papermil
 
     _config.yml, _toc.yml, references.bib (if present)   from the repository
     book/                                                 from the repository (pages)
+    book/scorecard.md, book/status.md                     generated from <run_dir>/tables/ and run.json
     notebooks/<name>.ipynb                                from <run_dir>/executed/ (not *.failed.ipynb)
     run/tables/, run/figures/                             from <run_dir>/ (for download links)
 
@@ -16,11 +17,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
+
+from . import scorecard as scorecard_mod
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +56,55 @@ def _exists_as_doc(src: Path, entry: str) -> bool:
     return any(path.with_name(path.name + s).is_file() for s in _DOC_SUFFIXES)
 
 
+def _doc_name(entry: str) -> str:
+    """A ``_toc.yml`` entry without its document suffix (``notebooks/05_models``)."""
+    path = Path(entry)
+    return (path.with_suffix("") if path.suffix in _DOC_SUFFIXES else path).as_posix()
+
+
+def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
+                          docs: list[str] | None = None) -> list[Path]:
+    """Write the pages generated from the run directory into a staged source tree.
+
+    ``book/scorecard.md`` (:func:`ctac_helpers.scorecard.scorecard_page` of the run's tables) and
+    ``book/status.md`` (:func:`ctac_helpers.scorecard.status_page` of its ``run.json``). Pages of
+    the same name copied from the repository are replaced.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        The run directory.
+    src : path-like
+        The staged source tree.
+    docs : list of str, optional
+        The book's documents (``_toc.yml`` entries); the scorecard links only chapters among them.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The pages written.
+    """
+    run_dir, book_dir = Path(run_dir), Path(src) / "book"
+    book_dir.mkdir(parents=True, exist_ok=True)
+    run_json_path = run_dir / "run.json"
+    run_json = json.loads(run_json_path.read_text(encoding="utf-8")) if run_json_path.is_file() else {}
+    names = None if docs is None else {_doc_name(d) for d in docs}
+    table = scorecard_mod.scorecard(run_dir)
+    pages = {
+        "scorecard.md": scorecard_mod.scorecard_page(table, docs=names, page_dir="book"),
+        "status.md": scorecard_mod.status_page(run_json),
+    }
+    written = []
+    for name, text in pages.items():
+        path = book_dir / name
+        if path.exists():
+            logger.warning("book/%s from the repository is replaced by the generated page", name)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    logger.info("generated pages: %s", ", ".join(str(p) for p in written))
+    return written
+
+
 def jupyter_book_command() -> list[str]:
     """The ``jupyter-book`` executable of this environment (next to the interpreter), or ``-m``."""
     exe = Path(sys.executable).parent / ("jupyter-book.exe" if os.name == "nt" else "jupyter-book")
@@ -62,6 +115,10 @@ def jupyter_book_command() -> list[str]:
 
 def stage_source(run_dir: str | os.PathLike, repo_root: str | os.PathLike, src: str | os.PathLike) -> Path:
     """Assemble the book's source tree in ``src`` (removed and recreated).
+
+    Copies the repository's configuration and pages, the run's executed notebooks, tables and
+    figures, and writes the generated pages (:func:`write_generated_pages`) before checking that every
+    document ``_toc.yml`` lists exists.
 
     Parameters
     ----------
@@ -111,7 +168,10 @@ def stage_source(run_dir: str | os.PathLike, repo_root: str | os.PathLike, src: 
             shutil.copytree(run_dir / sub, src / "run" / sub)
 
     toc = yaml.safe_load((repo_root / "_toc.yml").read_text(encoding="utf-8"))
-    for entry in _toc_files(toc):
+    entries = _toc_files(toc)
+    # before the check of the toc's entries, which may list them
+    write_generated_pages(run_dir, src, docs=entries)
+    for entry in entries:
         if _exists_as_doc(src, entry):
             continue
         if entry.startswith("notebooks/"):

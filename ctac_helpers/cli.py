@@ -8,9 +8,13 @@ Examples
     ctac-book run --force cohort            # re-run one stage (and whatever it changes)
     ctac-book status --profile quick        # which stages are up to date, and why not
     ctac-book build --profile quick         # compile runs/quick into _build/html
+    ctac-book init-site mysite              # templates for a site's own data, and mysite/site.yaml
+    ctac-book validate --config mysite/site.yaml   # every problem of the site's data, one per line
+    ctac-book compare runs/a runs/b         # which recorded outputs differ between two runs
 
-Exit codes: 0 success, 1 a stage or the book build failed, 2 bad input (configuration, stage name,
-missing file or run directory).
+Exit codes: 0 success, 1 a stage or the book build failed (``validate``: the data has errors;
+``compare``: an output differs), 2 bad input (configuration, stage name, missing file or run
+directory, invalid site data for ``run``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from pathlib import Path
 from . import __version__
 from . import book as book_mod
 from . import runner
+from . import site as site_mod
 from . import stages as stages_mod
 from .config import list_profiles, load_config
 
@@ -47,7 +52,8 @@ def _common_options() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (sub-commands ``run``, ``build`` and ``status``)."""
+    """The argument parser (sub-commands ``run``, ``build``, ``status``, ``init-site``, ``validate`` and
+    ``compare``)."""
     parser = argparse.ArgumentParser(
         prog="ctac-book",
         description="Run the ctac-book stage notebooks and build the book.",
@@ -70,6 +76,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_status = sub.add_parser("status", parents=[common], help="show which stages are up to date")
     p_status.set_defaults(func=_cmd_status)
+
+    p_init = sub.add_parser("init-site", help="create a folder with templates for a site's own data",
+                            description="Write DIR/site.yaml (a run configuration), DIR/cohort.csv and "
+                                        "DIR/scans.csv (empty tables whose '#' lines describe every column) "
+                                        "and DIR/secret.key (the key of the patient-id hash). Nothing is "
+                                        "overwritten.")
+    p_init.add_argument("directory", metavar="DIR", type=Path, help="folder to create")
+    p_init.set_defaults(func=_cmd_init_site, verbose=False, quiet=False)
+
+    p_validate = sub.add_parser("validate", parents=[common],
+                                help="check a site's data (tables, key and images); list every problem")
+    p_validate.add_argument("--no-images", action="store_true",
+                            help="check the tables and the key only; do not read the images")
+    p_validate.set_defaults(func=_cmd_validate)
+
+    p_compare = sub.add_parser("compare", help="compare the output hashes of two run directories",
+                               description="Compare the SHA-256 of every output recorded in the run.json of "
+                                           "two run directories; list the outputs that differ. Exit code 0 "
+                                           "when all are identical, 1 otherwise.")
+    p_compare.add_argument("run_a", metavar="RUN_DIR_A", type=Path, help="first run directory")
+    p_compare.add_argument("run_b", metavar="RUN_DIR_B", type=Path, help="second run directory")
+    p_compare.set_defaults(func=_cmd_compare, verbose=False, quiet=False)
     return parser
 
 
@@ -81,6 +109,15 @@ def _config_and_run_dir(args: argparse.Namespace) -> tuple[dict, Path]:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     config, run_dir = _config_and_run_dir(args)
+    if config.get("site"):
+        # before anything is written into the run directory. The tables and the key only: reading
+        # every image of a large site takes long, `ctac-book validate` does it, and ingestion checks
+        # each image again.
+        site_mod.require_valid_site(config, run_dir=run_dir, check_images=False)
+        if not site_runs_supported():
+            raise ValueError("running the chapters on a site's own data is not available in this edition: "
+                             "the data stage does not read a site's cohort table yet. `ctac-book validate "
+                             "--config FILE` checks the data; nothing was run")
     logger.info("run %r (profile %s) in %s", config["name"], config["profile"], run_dir)
     results = runner.run_stages(
         config, run_dir, force=args.force, only=args.only,
@@ -97,6 +134,74 @@ def _cmd_build(args: argparse.Namespace) -> int:
     index = book_mod.build_book(run_dir, repo_root=book_mod.REPO_ROOT, out_dir=out)
     logger.info("open %s", index)
     return 0
+
+
+def site_runs_supported() -> bool:
+    """Whether the stage notebooks read a site's own data (the data stage declares ``cohort_file``)."""
+    data = stages_mod.get_stage("data")
+    return "cohort_file" in runner.declared_parameters(runner.NOTEBOOKS_DIR / data.notebook)
+
+
+def _cmd_init_site(args: argparse.Namespace) -> int:
+    paths = site_mod.init_site(args.directory)
+    roles = {"config": "run configuration", "cohort": "clinical table template, one row per patient",
+             "scans": "scan manifest template, one row per CT scan",
+             "secret": "key of the patient-id hash (mode 0600): keep it private, never commit or share it"}
+    out = [f"wrote {paths[k]}  ({roles[k]})" for k in ("config", "cohort", "scans", "secret")]
+    config = paths["config"]
+    out += ["", "next:",
+            f"  1. fill in {paths['cohort']} and {paths['scans']} (the '#' lines describe every column)",
+            f"  2. ctac-book validate --config {config}"]
+    if site_runs_supported():
+        out += [f"  3. ctac-book run --config {config}", f"  4. ctac-book build --config {config}"]
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    if args.config is None:
+        sys.stderr.write("ctac-book: error: validate needs --config FILE (a configuration with a 'site' "
+                         "section; `ctac-book init-site DIR` writes one)\n")
+        return 2
+    config, run_dir = _config_and_run_dir(args)
+    if not config.get("site"):
+        sys.stderr.write(f"ctac-book: error: {args.config} has no 'site' section; expected site: "
+                         "{cohort, scans, secret} (`ctac-book init-site DIR` writes one)\n")
+        return 2
+    problems = site_mod.validate_site(config, run_dir=run_dir, check_images=not args.no_images)
+    n_errors = sum(p.severity == "error" for p in problems)
+    lines = [str(p) for p in problems]
+    what = "tables and key" if args.no_images else "tables, key and images"
+    lines.append(f"{n_errors} error(s), {len(problems) - n_errors} warning(s) in the site's {what}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 1 if n_errors else 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    table = runner.compare_runs(args.run_a, args.run_b, stages=stages_mod.STAGES)
+    recs = [runner.read_run_record(args.run_a), runner.read_run_record(args.run_b)]
+    lines = []
+    differ = table[~table["same"]]
+    if len(differ):
+        def short(sha):
+            return sha[:12] if isinstance(sha, str) else "(none)"
+
+        rows = [("stage", "path", "A", "B")] + [(r.stage, r.path, short(r.sha_a), short(r.sha_b))
+                                                for r in differ.itertuples()]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
+        lines.append(f"{len(differ)} of {len(table)} outputs differ ((none): no successful record in that run)")
+    elif len(table):
+        lines.append(f"all {len(table)} recorded outputs are identical")
+    else:
+        lines.append("no recorded outputs to compare")
+    # what else differs between the two records, to explain the outputs (or their agreement)
+    for field, what in (("parameters", "configurations"), ("code_hash", "code of ctac_helpers/ and data_manifest/"),
+                        ("packages", "package versions")):
+        if recs[0].get(field) != recs[1].get(field):
+            lines.append(f"note: the two runs' {what} differ")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0 if len(table) and not len(differ) else 1
 
 
 def format_status(rows: list) -> str:
@@ -132,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success, 1 a stage or the book build failed, 2 bad input.
+        0 success, 1 a stage or the book build failed, ``validate`` found errors or ``compare`` a
+        difference, 2 bad input.
     """
     parser = build_parser()
     try:
@@ -141,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 2
     if args.command is None:
         parser.print_usage(sys.stderr)
-        sys.stderr.write("ctac-book: error: a command is required (run, build or status)\n")
+        sys.stderr.write("ctac-book: error: a command is required (run, build, status, init-site, validate "
+                         "or compare)\n")
         return 2
 
     # logging is configured here only, and undone on return so repeated calls (tests) do not stack

@@ -29,7 +29,13 @@ logger = logging.getLogger(__name__)
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 DEFAULT_PROFILE = "paper"
 #: Top-level keys a configuration may hold; anything else is most likely a typo.
-ALLOWED_KEYS = ("name", "seed", "stages", "profile")
+ALLOWED_KEYS = ("name", "seed", "stages", "profile", "site")
+#: Keys of a configuration's ``site`` section (a site's own data, see ``ctac-book init-site``): the
+#: cohort table, the scan manifest and the file holding the key of the patient-id hash. Relative
+#: paths are resolved against the configuration file's folder.
+SITE_KEYS = ("cohort", "scans", "secret")
+#: The notebook parameter that receives each site path.
+SITE_PARAMETERS = {"cohort": "cohort_file", "scans": "scan_manifest", "secret": "secret_file"}
 #: Notebook parameters that only the runner sets.
 RESERVED_PARAMETERS = ("run_dir",)
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -107,6 +113,18 @@ def _validate(cfg: Mapping, source: str, stages: tuple[Stage, ...], complete: bo
         # bool is an int subclass; `seed: true` is a typo, not a seed
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"{source}: key 'seed' must be a non-negative integer, got {seed!r}")
+    if "site" in cfg:
+        site = cfg["site"]
+        if not isinstance(site, Mapping):
+            raise ValueError(f"{source}: key 'site' must be a mapping with keys {', '.join(SITE_KEYS)}")
+        for key in SITE_KEYS:
+            if key not in site:
+                raise ValueError(f"{source}: key 'site.{key}' is missing; 'site' needs {', '.join(SITE_KEYS)}")
+        for key, value in site.items():
+            if key not in SITE_KEYS:
+                raise ValueError(f"{source}: unknown key 'site.{key}'; allowed: {', '.join(SITE_KEYS)}")
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"{source}: key 'site.{key}' must be a file path, got {value!r}")
     if "profile" in cfg and not isinstance(cfg["profile"], str):
         raise ValueError(f"{source}: key 'profile' must be a profile name, got {cfg['profile']!r}")
     if "stages" in cfg:
@@ -176,6 +194,9 @@ def load_config(
         user = _read_yaml(path)
         user_source = str(path)
         _validate(user, user_source, stages, complete=False)
+        if "site" in user:
+            base_dir = path.resolve().parent
+            user["site"] = {k: str(base_dir / Path(v).expanduser()) for k, v in user["site"].items()}
     chosen = profile if profile is not None else user.get("profile", DEFAULT_PROFILE)
     base_path = profile_path(chosen)
     base = _read_yaml(base_path)
@@ -198,7 +219,10 @@ def load_config(
 def stage_parameters(config: Mapping[str, Any], stage: Stage | str) -> dict:
     """Notebook parameters of ``stage`` under ``config``: the global seed plus the stage's own.
 
-    ``run_dir`` is not included; the runner adds it.
+    With a ``site`` section, the site's paths are added as ``cohort_file``, ``scan_manifest`` and
+    ``secret_file`` (the runner passes each only to the notebooks that declare it). ``run_dir`` is
+    not included; the runner adds it.
     """
     name = stage if isinstance(stage, str) else stage.name
-    return {"seed": config["seed"], **dict(config.get("stages", {}).get(name) or {})}
+    site = {SITE_PARAMETERS[k]: v for k, v in (config.get("site") or {}).items()}
+    return {"seed": config["seed"], **site, **dict(config.get("stages", {}).get(name) or {})}

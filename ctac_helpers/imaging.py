@@ -169,6 +169,44 @@ def scan_table(runs, datasets: Sequence[str]) -> pd.DataFrame:
     return scans
 
 
+#: Columns of the scan table that hold the paths of the cached images.
+PATH_COLUMNS = ("ct_path", "label_path", "pericardium_path")
+
+
+def relative_scan_paths(scans: pd.DataFrame, root: str | os.PathLike) -> pd.DataFrame:
+    """The scan table with its image paths inside ``root`` (the run directory) made relative to it.
+
+    The ``scans`` artifact is written this way, so that it does not depend on where the run directory
+    lies: two runs of the same configuration write byte-identical artifacts, and a moved run directory
+    still reads. Paths outside ``root`` (a site's own files) stay absolute. :func:`resolve_scan_paths`
+    undoes it.
+    """
+    base = Path(root).resolve()
+    out = scans.copy()
+
+    def rel(value):
+        if not isinstance(value, str) or not value:
+            return value
+        path = Path(value).resolve()
+        return path.relative_to(base).as_posix() if path.is_relative_to(base) else value
+
+    for col in PATH_COLUMNS:
+        if col in out:
+            out[col] = out[col].map(rel)
+    return out
+
+
+def resolve_scan_paths(scans: pd.DataFrame, root: str | os.PathLike) -> pd.DataFrame:
+    """The scan table with relative image paths (see :func:`relative_scan_paths`) made absolute."""
+    base = Path(root).resolve()
+    out = scans.copy()
+    for col in PATH_COLUMNS:
+        if col in out:
+            out[col] = out[col].map(lambda v: str(base / v) if isinstance(v, str) and v and not Path(v).is_absolute()
+                                    else v)
+    return out
+
+
 def scan_summary(scans: pd.DataFrame) -> pd.DataFrame:
     """The book's view of the scan table: geometry, segmentation source and structure counts."""
     status = scans[[c for c in scans.columns if c.startswith(STATUS_PREFIX)]]

@@ -19,6 +19,7 @@ C.11.1.1.2 (Modality LUT: RescaleSlope, RescaleIntercept).
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 from collections.abc import Mapping
@@ -31,7 +32,7 @@ import SimpleITK as sitk
 from . import manifest
 from .grid import grid_differences
 from .rundir import atomic_path
-from .validate import Problem, ValidationError, _report
+from .validate import Problem, ValidationError, _report, read_table, spreadsheet_rows, unit_hint
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +57,15 @@ class IngestError(ValueError):
 def read_scan_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """Read a scan manifest CSV; path columns are resolved against the manifest's folder.
 
-    Ids are kept as strings (leading zeros matter). The returned frame has ``attrs['file']`` set to
-    the manifest's path for error messages.
+    Leading ``#`` comment lines (the ``ctac-book init-site`` template's) are skipped and ids are
+    kept as strings (leading zeros matter), see :func:`ctac_helpers.validate.read_table`. The
+    returned frame has ``attrs['file']`` set to the manifest's path and ``attrs['rows']`` to the
+    spreadsheet row of each scan, for error messages.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"scan manifest {path} does not exist")
-    df = pd.read_csv(path, dtype={"scan_id": str, "patient_id": str}, keep_default_na=True)
+    df = read_table(path)
     base = path.resolve().parent
     for col in PATH_COLUMNS:
         if col in df.columns:
@@ -88,6 +91,7 @@ def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_file
     and patients without a scan.
     """
     file = file or df.attrs.get("file", "scan manifest")
+    rows = spreadsheet_rows(df)
     schema = manifest.scan_manifest_schema()
     problems: list[Problem] = []
     for c in schema.index[schema["required"]]:
@@ -104,33 +108,36 @@ def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_file
         values = raw.to_numpy(dtype=object)
         isnull = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
         if not col["nullable"] and isnull.any():
-            _report(problems, file, name, isnull, values, "a value (this column may not be empty)")
+            _report(problems, file, name, isnull, values, "a value (this column may not be empty)", rows=rows)
         present = ~isnull
         if col["type"] == "float":
             num = pd.to_numeric(raw, errors="coerce").to_numpy(float)
             bad = present & np.isnan(num)
             if bad.any():
-                _report(problems, file, name, bad, values, "a number")
+                _report(problems, file, name, bad, values, "a number", rows=rows)
             lo, hi = col["range"]
             out = present & ~np.isnan(num) & ((num < lo) | (num > hi))
             if out.any():
-                _report(problems, file, name, out, values, f"a value in [{lo}, {hi}] {col['unit']}")
+                hint = unit_hint(col["unit"], lo, hi, num[out])
+                _report(problems, file, name, out, values, f"a value in [{lo}, {hi}] {col['unit']}{hint}",
+                        rows=rows)
         elif col["type"] == "path" and check_files:
             bad = np.array([bool(p) and _image_kind(str(v)) is None for v, p in zip(values, present)])
             if bad.any():
                 what = ("an existing DICOM series folder or NIfTI file (.nii, .nii.gz)" if name == "image"
                         else "an existing NIfTI file, or a folder of <structure>.nii.gz masks")
-                _report(problems, file, name, bad, values, what)
+                _report(problems, file, name, bad, values, what, rows=rows)
     if "scan_id" in df.columns:
         dup = df["scan_id"].duplicated(keep=False).to_numpy() & df["scan_id"].notna().to_numpy()
         if dup.any():
-            _report(problems, file, "scan_id", dup, df["scan_id"].to_numpy(dtype=object), "a unique scan id")
+            _report(problems, file, "scan_id", dup, df["scan_id"].to_numpy(dtype=object), "a unique scan id",
+                    rows=rows)
     if cohort_ids is not None and "patient_id" in df.columns:
         cohort_ids = set(map(str, cohort_ids))
         orphan = ~df["patient_id"].astype(str).isin(cohort_ids).to_numpy() & df["patient_id"].notna().to_numpy()
         if orphan.any():
             _report(problems, file, "patient_id", orphan, df["patient_id"].to_numpy(dtype=object),
-                    "a patient id of the cohort table (this scan has no patient)")
+                    "a patient id of the cohort table (this scan has no patient)", rows=rows)
         missing = sorted(cohort_ids - set(df["patient_id"].astype(str)))
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
@@ -183,6 +190,7 @@ def read_ct(path: str | os.PathLike) -> tuple[sitk.Image, dict]:
             image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
             raise IngestError(f"{path}: unreadable NIfTI file ({_first_line(exc)})") from None
+        check_nifti_complete(path, image, "NIfTI file")
         info = {"format": "nifti", "n_files": 1, "slice_thickness_mm": float("nan"), "kvp": float("nan")}
     else:
         image, info = _read_dicom_series(path)
@@ -190,6 +198,58 @@ def read_ct(path: str | os.PathLike) -> tuple[sitk.Image, dict]:
         raise IngestError(f"{path}: expected a 3D single-channel CT, got a {image.GetDimension()}D image "
                           f"with {image.GetNumberOfComponentsPerPixel()} component(s)")
     return _clean(image), info
+
+
+def check_nifti_complete(path: str | os.PathLike, header, what: str = "NIfTI file") -> None:
+    """Raise when a NIfTI file holds fewer bytes than its header announces.
+
+    ITK reads a truncated NIfTI file (an interrupted copy) without an error and fills the missing
+    voxels with whatever is in memory, so the length is compared with the header's: ``vox_offset``
+    plus the voxels' bytes. For ``.nii.gz`` the gzip trailer gives the length without decompressing;
+    only when it is short (or the file has several gzip members) is the stream decompressed to count.
+
+    Parameters
+    ----------
+    path : path-like
+        The NIfTI file.
+    header : SimpleITK.Image or SimpleITK.ImageFileReader
+        The file as read by SimpleITK (an image, or a reader after ``ReadImageInformation``): its
+        NIfTI metadata (``dim[i]``, ``bitpix``, ``vox_offset``) is used.
+    what : str
+        Name of the file's role in the message.
+
+    Raises
+    ------
+    IngestError
+        The file is shorter than its header announces.
+    """
+    path = Path(path)
+    try:
+        ndim = int(header.GetMetaData("dim[0]"))
+        dims = [int(header.GetMetaData(f"dim[{i}]")) for i in range(1, ndim + 1)]
+        n_bytes = int(np.prod(dims)) * int(header.GetMetaData("bitpix")) // 8
+        expected = int(float(header.GetMetaData("vox_offset"))) + n_bytes
+    except (RuntimeError, ValueError):
+        return  # no NIfTI header fields to compare with
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - 4, 0))
+            size = int.from_bytes(fh.read(4), "little")  # the last member's length, mod 2**32
+        if size >= expected % 2**32:
+            return
+        size = 0
+        with gzip.open(path, "rb") as fh:
+            try:
+                while chunk := fh.read(1 << 22):
+                    size += len(chunk)
+            except (OSError, EOFError) as exc:
+                raise IngestError(f"{path}: unreadable {what} ({exc})") from None
+    else:
+        size = path.stat().st_size
+    if size < expected:
+        raise IngestError(f"{path}: truncated {what}: {size} bytes, its header announces {expected}; "
+                          "expected a complete file (an interrupted copy?)")
 
 
 def _first_line(exc: Exception) -> str:
@@ -384,9 +444,11 @@ def _read_nifti(path: Path, what: str) -> sitk.Image:
     if not (path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)):
         raise IngestError(f"{path}: {what} not found; expected a NIfTI file (.nii, .nii.gz)")
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise IngestError(f"{path}: unreadable {what} ({_first_line(exc)})") from None
+    check_nifti_complete(path, image, what)
+    return image
 
 
 def _clean_labels(image: sitk.Image) -> sitk.Image:

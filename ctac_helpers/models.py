@@ -24,8 +24,8 @@ rounds (the largest value of the grid) and each remaining combination needs one 
 fold. Early stopping watches the validation AUC (the authors' ``eval_metric``) and the
 combination with the best validation AUC (their ``scoring='roc_auc'``) at its early-stopped
 iteration is kept, trained on the 80% part (``refit='full'`` refits on the 90% instead).
-``benchmarks/bench_models.py`` measures both procedures. Trees are grown with ``hist`` and 64
-bins (:data:`BOOK_MAX_BIN`), which on the CPU is 2-3x faster than xgboost's 256 for the same AUC.
+``benchmarks/bench_models.py`` measures both procedures. Trees are grown with ``hist`` and 16
+bins (:data:`BOOK_MAX_BIN`), which on the CPU is about 4x faster than xgboost's 256 for the same AUC.
 
 Determinism: the outer folds, the inner split and xgboost's ``seed`` derive from one seed and the
 fold number; every fit runs with a fixed number of threads (``threads_per_fit``, default 1) and
@@ -140,10 +140,11 @@ AUTHORS_FIXED_PARAMS: dict[str, object] = {
 VALIDATION_SIZE = 0.2
 STOPPING_METRICS = ("auc", "logloss")
 # Histogram bins of the book's fits. A CPU tree's cost is dominated by its per-node histograms
-# (features x bins): with ~500 features, 64 bins grow a tree 2-3x faster than xgboost's default 256,
-# and on the synthetic cohort the out-of-fold AUC of AI CTAC did not change beyond noise (4 folds:
-# 0.790 vs 0.790 with log-loss stopping). 64 bins still leave ~120 training patients per bin.
-BOOK_MAX_BIN = 64
+# (features x bins): with ~500 features a tree takes 41 ms at 64 bins, 26 ms at 32 and 18.5 ms at 16
+# (one thread, paper-scale AI CTAC). The 10-fold out-of-fold AUC of AI CTAC on the synthetic cohort
+# was 0.759 at 64 bins, 0.764 at 32 and 0.768 at 16: no loss beyond noise. 16 bins still leave
+# ~470 training patients per bin, and keep the paper-scale chapter within 10 minutes on 2 cores.
+BOOK_MAX_BIN = 16
 XGBOOST_MAX_BIN = 256
 REFIT_POLICIES = ("train", "full")
 DEVICES = ("auto", "cpu", "cuda")
@@ -594,7 +595,7 @@ def _task_cpu_clock():
 
 def _fit_fold(model: str, fold: int, X: np.ndarray, y: np.ndarray, names: list[str], types: list[str],
               train: np.ndarray, valid: np.ndarray, test: np.ndarray, points: list[dict], cap: int,
-              fixed: dict, early_stopping_rounds: int, stopping_metric: str, seed: int, device: str,
+              fixed: dict, early_stopping_rounds: int | None, stopping_metric: str, seed: int, device: str,
               nthread: int, refit: str, keep: bool) -> dict:
     """One (model, fold) task: grid of early-stopped fits, selection, optional refit, test scores."""
     import xgboost as xgb
@@ -620,7 +621,8 @@ def _fit_fold(model: str, fold: int, X: np.ndarray, y: np.ndarray, names: list[s
         t0 = time.perf_counter()
         booster = xgb.train({**base, **point}, dtrain, num_boost_round=cap, evals=[(dvalid, "validation")],
                             early_stopping_rounds=early_stopping_rounds, verbose_eval=False)
-        n_trees = booster.best_iteration + 1
+        # Without early stopping (a reused number of trees) every tree is kept.
+        n_trees = booster.num_boosted_rounds() if early_stopping_rounds is None else booster.best_iteration + 1
         p = booster.predict(dvalid, iteration_range=(0, n_trees))
         row = {"model": model, "fold": fold, "grid_point": i, **point, "n_estimators": n_trees,
                "validation_auc": _auc(y[valid], p), "validation_logloss": _logloss(y[valid], p),
@@ -702,7 +704,8 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
                    structures: Sequence[str] | None = None, stopping_metric: str = "auc",
                    refit: str = "train", keep_boosters=("ai_ctac",), params: Mapping | None = None,
                    max_bin: int = BOOK_MAX_BIN, device: str = "auto", threads_per_fit: int = 1,
-                   validation_size: float = VALIDATION_SIZE, chosen: pd.DataFrame | None = None) -> CVResult:
+                   validation_size: float = VALIDATION_SIZE, chosen: pd.DataFrame | None = None,
+                   chosen_trees: bool = False, scheduler: str | None = None) -> CVResult:
     """Out-of-fold mortality scores of each model, by the paper's cross-validation.
 
     Parameters
@@ -747,7 +750,7 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         Fixed xgboost parameters (default :data:`AUTHORS_FIXED_PARAMS`: eta 0.01, subsample 0.8,
         gamma 1, hist).
     max_bin : int
-        Histogram bins (default 64, see :data:`BOOK_MAX_BIN`; xgboost's default is 256). A
+        Histogram bins (default 16, see :data:`BOOK_MAX_BIN`; xgboost's default is 256). A
         ``max_bin`` in ``params`` wins.
     device : {'auto', 'cpu', 'cuda'}
         ``'auto'``: CUDA when xgboost sees a GPU.
@@ -755,11 +758,19 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         xgboost threads per fit (fixed, so that results do not depend on ``n_jobs``).
     validation_size : float
         Share of the fold's training patients used for validation (0.2).
+    scheduler : str, optional
+        Address of an existing Dask scheduler (``tcp://host:8786``): the (model, fold) tasks run on
+        its workers instead of local processes (``n_jobs`` is then ignored), each model's feature
+        matrix sent once. Results are identical: every task is seeded and single-threaded.
     chosen : DataFrame, optional
         The ``best_params`` of an earlier run (same seed and folds): each model and fold then fits
         only the grid point chosen there, still early-stopped on the validation part. Sensitivity
         analyses that change the features but not the procedure (15 vs 32 radiomics features) use
         it to skip the grid search: one fit per fold instead of one per grid point.
+    chosen_trees : bool
+        With ``chosen``: also reuse the number of trees chosen there (``n_estimators``), fitting
+        exactly that many without early stopping, so that the two runs differ only in their
+        features. Sensitivity analyses then cost a fraction of a fit with early stopping.
 
     Returns
     -------
@@ -782,6 +793,8 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         raise ValueError(f"unknown refit policy {refit!r}; allowed: {', '.join(REFIT_POLICIES)}")
     if early_stopping_rounds is None:
         raise ValueError("early_stopping_rounds is required by the book's procedure")
+    if chosen_trees and chosen is None:
+        raise ValueError("chosen_trees reuses the number of trees of 'chosen'; pass chosen as well")
     keep = _keep_set(keep_boosters, models)
     points, cap = _grid_points(grid)
     fixed = {"max_bin": _check_max_bin(max_bin), **(AUTHORS_FIXED_PARAMS if params is None else params)}
@@ -807,17 +820,23 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         arr, names, types = _to_xgb_arrays(X)
         for k, (tr, va, te) in enumerate(splits):
             fold_points = points if chosen is None else [_chosen_point(chosen, m, k, points)]
+            fold_cap, stopping = cap, early_stopping_rounds
+            if chosen_trees:
+                fold_cap, stopping = _chosen_trees(chosen, m, k), None
             tasks.append((arr.shape[1], m, k, dict(
                 model=m, fold=k, X=arr, y=y_all, names=names, types=types, train=tr, valid=va, test=te,
-                points=fold_points, cap=cap, fixed=fixed, early_stopping_rounds=early_stopping_rounds,
+                points=fold_points, cap=fold_cap, fixed=fixed, early_stopping_rounds=stopping,
                 stopping_metric=stopping_metric, seed=fold_seed(seed, k), device=device,
                 nthread=threads_per_fit, refit=refit, keep=m in keep)))
     # Widest models first, so that the last tasks to start are the short ones.
     tasks.sort(key=lambda t: -t[0])
     n_workers = 1 if device == "cuda" else (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
-    logger.info("cross_validate: %d models x %d folds, %d fits per fold, cap %d trees, %s, %d worker(s)",
-                len(models), n_folds, 1 if chosen is not None else len(points), cap, device, n_workers)
-    if n_workers > 1 and len(tasks) > 1:
+    logger.info("cross_validate: %d models x %d folds, %d fits per fold, cap %d trees, %s, %s",
+                len(models), n_folds, 1 if chosen is not None else len(points), cap, device,
+                f"Dask scheduler {scheduler}" if scheduler else f"{n_workers} worker(s)")
+    if scheduler:
+        done = _on_dask(scheduler, [t[3] for t in tasks])
+    elif n_workers > 1 and len(tasks) > 1:
         from joblib import Parallel, delayed
 
         # Unordered, to log each task as it finishes; results are put back in order below.
@@ -848,7 +867,9 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
     boosters = {m: [r["booster"] for r in out if r["model"] == m] for m in models if m in keep and m not in uni}
     timings = pd.DataFrame([r["timing"] for r in out],
                            columns=["model", "fold", "wall_s", "cpu_s", "n_fits", "trees"])
-    cpu = time.process_time() - t_cpu + (timings["cpu_s"].sum() if n_workers > 1 else 0.0)
+    # Tasks in other processes report their own CPU time; this process's covers in-process tasks.
+    elsewhere = bool(scheduler) or (n_workers > 1 and len(tasks) > 1)
+    cpu = time.process_time() - t_cpu + (timings["cpu_s"].sum() if elsewhere else 0.0)
     result = CVResult(
         predictions=predictions,
         folds=pd.DataFrame({ID: ids, "fold": fold, OUTCOME: y_all}),
@@ -860,10 +881,36 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
                 "radiomics_subset": radiomics_subset, "structures": structures,
                 "grid": {k: list(v) for k, v in grid.items()}, "params": fixed,
                 "early_stopping_rounds": early_stopping_rounds, "stopping_metric": stopping_metric,
-                "refit": refit, "device": device, "n_jobs": n_jobs, "threads_per_fit": threads_per_fit,
-                "validation_size": validation_size, "reused_choice": chosen is not None})
+                "refit": refit, "device": device, "n_jobs": n_jobs, "scheduler": scheduler,
+                "threads_per_fit": threads_per_fit,
+                "validation_size": validation_size, "reused_choice": chosen is not None,
+                "reused_trees": chosen_trees})
     logger.info("cross_validate: %.1f s wall, %.1f s CPU", result.wall_s, result.cpu_s)
     return result
+
+
+def _on_dask(scheduler: str, tasks: list[dict]) -> list[dict]:
+    """Run :func:`_fit_fold` tasks on an existing Dask cluster; results in completion order."""
+    from distributed import Client, as_completed
+
+    with Client(scheduler) as client:
+        matrices: dict[str, object] = {}
+        futures = []
+        for kw in tasks:
+            kw = dict(kw)
+            if kw["model"] not in matrices:  # one copy per model on the cluster, not one per fold
+                matrices[kw["model"]] = client.scatter(kw["X"])
+            kw["X"] = matrices[kw["model"]]
+            futures.append(client.submit(_fit_fold, pure=False, **kw))
+        return [f.result() for f in as_completed(futures)]
+
+
+def _chosen_trees(chosen: pd.DataFrame, model: str, fold: int) -> int:
+    """The number of trees an earlier run kept for ``model`` in ``fold``."""
+    row = chosen[(chosen["model"] == model) & (chosen["fold"] == fold)]
+    if len(row) != 1 or "n_estimators" not in row:
+        raise ValueError(f"chosen needs one row with 'n_estimators' for model {model!r} fold {fold}")
+    return int(row.iloc[0]["n_estimators"])
 
 
 def _chosen_point(chosen: pd.DataFrame, model: str, fold: int, points: list[dict]) -> dict:

@@ -12,6 +12,10 @@ A stage's cache key is the SHA-256 of
 A stage is skipped ("up to date") when its key equals the key recorded in ``run.json`` at its last
 successful run and every declared output still exists with its recorded hash. Anything else re-runs
 it; a re-run whose outputs change changes the input hashes, hence the keys, of the stages downstream.
+
+A stage is recorded as ``running`` before its notebook starts, and as ``ok`` (with its outputs'
+hashes) or ``failed`` when it ends: a run killed in a stage leaves that stage ``running``, which is
+never taken for finished. :func:`compare_runs` compares the output hashes of two run directories.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from .config import stage_parameters, validate_config
+from .config import SITE_PARAMETERS, stage_parameters, validate_config
 from .rundir import RunDir, file_sha256
 from .stages import STAGES, Stage, execution_order, get_stage
 
@@ -197,10 +201,11 @@ def notebook_parameters(config: Mapping, stage: Stage, notebook_path: Path) -> d
     ValueError
         The configuration sets a parameter missing from the notebook's ``parameters`` cell.
     """
-    return _select_parameters(config, stage, _declared_parameters(notebook_path), notebook_path.name)
+    return _select_parameters(config, stage, declared_parameters(notebook_path), notebook_path.name)
 
 
-def _declared_parameters(notebook_path: Path) -> dict:
+def declared_parameters(notebook_path: Path) -> dict:
+    """The parameters a notebook's ``parameters`` cell declares (papermill's inspection)."""
     import papermill  # deferred: importing papermill is slow and only needed here
 
     return papermill.inspect_notebook(str(notebook_path))
@@ -218,15 +223,23 @@ def _select_parameters(config: Mapping, stage: Stage, declared: Mapping, noteboo
     return {k: v for k, v in stage_parameters(config, stage).items() if k in declared and k != "run_dir"}
 
 
+SITE_FILE_PARAMETERS = tuple(SITE_PARAMETERS.values())
+
+
 def _plan(config: Mapping, stage: Stage, root: Path, notebooks_dir: Path, code: str,
           upstream_keys: Mapping[str, str]) -> _Plan:
     nb_path = _notebook_path(stage, notebooks_dir)
-    declared = _declared_parameters(nb_path)
+    declared = declared_parameters(nb_path)
     params = _select_parameters(config, stage, declared, nb_path.name)
     inputs = {}
     for name in stage.inputs:
         path = _artifact_path(root, name)
         inputs[name] = file_sha256(path) if path.is_file() else None
+    # A site's own files are inputs too: editing the cohort table re-runs the stages that read it.
+    # (The key file's hash reveals nothing of a random key, and a new key means new pseudonyms.)
+    for param in SITE_FILE_PARAMETERS:
+        if param in params and params[param] and Path(params[param]).is_file():
+            inputs[f"{param}:{Path(params[param]).name}"] = file_sha256(Path(params[param]))
     upstream = {dep: upstream_keys.get(dep) for dep in stage.needs}
     nb_sha = file_sha256(nb_path)
     key = hashlib.sha256(canonical_json({
@@ -249,6 +262,8 @@ def _freshness(plan: _Plan, rec: Mapping | None, root: Path) -> tuple[str, str]:
     """State of a planned stage against its run.json record: (state, reason)."""
     if not rec:
         return NEVER_RUN, "no record in run.json"
+    if rec.get("status") == "running":
+        return STALE, "last run did not finish (interrupted, or still running)"
     if rec.get("status") != "ok":
         err = rec.get("error") or {}
         detail = f": {err.get('ename')}: {err.get('evalue')}" if err.get("ename") else ""
@@ -329,11 +344,21 @@ def _execute(plan: _Plan, rd: RunDir, record: dict, kernel_name: str, results: l
     final = executed_dir / nb_name
     failed = executed_dir / f"{Path(nb_name).stem}.failed.ipynb"
     # papermill saves after every cell: write to a temporary file so a half-run notebook never
-    # takes the place of a complete one
+    # takes the place of a complete one. A run killed during this stage left its own behind: drop it.
+    for stale in executed_dir.glob(f".{nb_name}.*.tmp.ipynb"):
+        stale.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{nb_name}.", suffix=".tmp.ipynb", dir=executed_dir)
     os.close(fd)
     tmp = Path(tmp_name)
     started, t0 = _now(), time.perf_counter()
+    # Recorded before the notebook starts: a run killed during this stage leaves it "running", never
+    # "ok" with the hashes of outputs it may have partly rewritten, so neither the next run, `status`
+    # nor `--only` of a stage downstream takes it for finished; and, as after a failure, the previous
+    # executed notebook goes, since it no longer describes the outputs.
+    record["stages"][stage.name] = {**_record_base(plan, started, t0), "status": "running", "finished": None,
+                                    "duration_s": None, "executed": None, "outputs": {}}
+    rd.write_run_json(record)
+    final.unlink(missing_ok=True)
     error: dict | None = None
     message = ""
     cell = None
@@ -525,3 +550,69 @@ def stage_status(
         state, reason = _freshness(plan, (record.get("stages") or {}).get(stage.name), root)
         out.append(StageState(stage.name, state, reason))
     return out
+
+
+# -- comparing runs -----------------------------------------------------------------------------
+COMPARE_COLUMNS = ["stage", "path", "sha_a", "sha_b", "same"]
+
+
+def read_run_record(run_dir: str | os.PathLike) -> dict:
+    """The ``run.json`` record of a run directory.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``run_dir`` has no ``run.json`` (not a run directory, or nothing has run in it).
+    ValueError
+        ``run.json`` is not valid JSON.
+    """
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no run.json in {run_dir}: not a run directory (run `ctac-book run` first)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+
+
+def compare_runs(run_a: str | os.PathLike, run_b: str | os.PathLike,
+                 stages: tuple[Stage, ...] = STAGES) -> pd.DataFrame:
+    """Compare the output hashes recorded in the ``run.json`` of two run directories.
+
+    A reviewer's tool: two runs of the same configuration (same inputs, same seed) must give the same
+    bytes for every output. Only the records are read, not the files: a file modified after its run
+    is reported by ``ctac-book status`` instead.
+
+    Parameters
+    ----------
+    run_a, run_b : path-like
+        Run directories (each with a ``run.json``).
+    stages : tuple of Stage
+        The stage registry: it orders the rows, and a stage recorded in one run only, or whose last
+        run did not succeed, still gets a row per declared output (with a missing hash).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per recorded output: ``stage``, ``path`` (relative to the run directory), ``sha_a``,
+        ``sha_b`` (SHA-256 from each ``run.json``; None where that run has no successful record of it)
+        and ``same`` (both present and equal). Stages in registry order, paths sorted.
+    """
+    import pandas as pd
+
+    recs = [read_run_record(run_a).get("stages") or {}, read_run_record(run_b).get("stages") or {}]
+    known = [s.name for s in stages]
+    names = [n for n in known if any(n in r for r in recs)]
+    names += sorted({n for r in recs for n in r} - set(known))
+    declared = {s.name: s.output_relpaths() for s in stages}
+    rows = []
+    for name in names:
+        outs = []
+        for rec in recs:
+            stage_rec = rec.get(name) or {}
+            outs.append(dict(stage_rec.get("outputs") or {}) if stage_rec.get("status") == "ok" else {})
+        for path in sorted(set(outs[0]) | set(outs[1]) | set(declared.get(name, ()))):
+            sha_a, sha_b = outs[0].get(path), outs[1].get(path)
+            rows.append({"stage": name, "path": path, "sha_a": sha_a, "sha_b": sha_b,
+                         "same": sha_a is not None and sha_a == sha_b})
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS).astype({"same": bool})

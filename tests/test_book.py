@@ -1,5 +1,6 @@
 """Staging the book's source tree and compiling it with Jupyter Book (a two-page book)."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -61,6 +62,59 @@ def test_missing_page_is_reported(repo, run_dir, tmp_path):
     (repo / "book" / "intro.md").unlink()
     with pytest.raises(FileNotFoundError, match="_toc.yml lists book/intro"):
         book.stage_source(run_dir, repo, tmp_path / "src")
+
+
+SUPP_TABLE3 = """model,label,n,deaths,auc,ci_low,ci_high,paper_auc,paper_ci,difference
+all,All,1000,60,0.78,0.74,0.82,0.8,0.74-0.87,-0.02
+"""
+
+
+@pytest.fixture
+def scored_book(repo, run_dir):
+    """The two-page book with the generated pages in its toc, a chapter 5 and a table the scorecard reads."""
+    chapters = ("notebooks/00_x", "notebooks/05_models", "book/scorecard", "book/status")
+    (repo / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
+                                   + "".join(f"  - file: {c}\n" for c in chapters))
+    shutil.copy(run_dir / "executed" / "00_x.ipynb", run_dir / "executed" / "05_models.ipynb")
+    (run_dir / "tables" / "supp_table3.csv").write_text(SUPP_TABLE3)
+    record = {"code_hash": "c" * 64, "packages": {"pandas": "2"}, "parameters": {"name": "run", "seed": 1},
+              "stages": {"data": {"status": "ok", "started": "2026-01-01T00:00:00+00:00", "duration_s": 1.0,
+                                  "outputs": {"tables/t.csv": "d" * 64}}}}
+    (run_dir / "run.json").write_text(json.dumps(record))
+    return repo, run_dir
+
+
+def test_stage_source_writes_the_generated_pages(scored_book, tmp_path):
+    repo, run_dir = scored_book
+    (repo / "book" / "status.md").write_text("# a hand-written page of the same name is replaced\n")
+    src = book.stage_source(run_dir, repo, tmp_path / "src")
+    scorecard = (src / "book" / "scorecard.md").read_text(encoding="utf-8")
+    assert scorecard.startswith("# Replication scorecard")
+    assert "| AUC, All, all patients | 0.80 (0.74-0.87) | 0.78 (0.74-0.82) |" in scorecard
+    assert "[chapter 5](../notebooks/05_models.ipynb)" in scorecard
+    status = (src / "book" / "status.md").read_text(encoding="utf-8")
+    assert status.startswith("# Run status") and "| data | ok |" in status and "d" * 64 in status
+    assert not (repo / "book" / "scorecard.md").exists()  # never written into the repository
+    assert (repo / "book" / "status.md").read_text().startswith("# a hand-written")
+
+
+def test_generated_pages_link_only_chapters_of_the_book(repo, run_dir, tmp_path):
+    (run_dir / "tables" / "supp_table3.csv").write_text(SUPP_TABLE3)
+    src = book.stage_source(run_dir, repo, tmp_path / "src")  # the toc has neither chapter 5 nor the pages
+    scorecard = (src / "book" / "scorecard.md").read_text(encoding="utf-8")
+    assert "| chapter 5 |" in scorecard and "05_models.ipynb" not in scorecard
+    assert "no `run.json`" in (src / "book" / "status.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_build_book_with_generated_pages(scored_book, tmp_path):
+    repo, run_dir = scored_book
+    out = tmp_path / "out"
+    book.build_book(run_dir, repo, out)  # warnings are errors: the pages and their links are clean
+    html = out / "_build" / "html" / "book"
+    page = (html / "scorecard.html").read_text(encoding="utf-8")
+    assert "Replication scorecard" in page and 'href="../notebooks/05_models.html"' in page
+    assert "Run status" in (html / "status.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.slow

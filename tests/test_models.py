@@ -132,6 +132,18 @@ def test_same_seed_identical_different_seed_different(data, cv):
     assert not np.allclose(merged["score_x"], merged["score_y"])
 
 
+def test_a_dask_scheduler_gives_the_same_predictions(data, cv):
+    from distributed import LocalCluster
+
+    kw = dict(models=("eat",), n_folds=4, grid=GRID, early_stopping_rounds=5, params=FAST, device="cpu",
+              comparators=(), seed=SEED)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        on_dask = models.cross_validate(data.cohort, data.ct_features, scheduler=cluster.scheduler_address, **kw)
+    ref = cv.predictions[cv.predictions["model"] == "eat"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(on_dask.predictions, ref)
+    assert on_dask.config["scheduler"] == cluster.scheduler_address and on_dask.cpu_s > 0
+
+
 def test_early_stopping_keeps_fewer_trees_than_the_cap(data):
     res = models.cross_validate(data.cohort, None, models=("ai_spect",), n_folds=3, seed=SEED,
                                 grid={"n_estimators": [300], "max_depth": [3], "min_child_weight": [1]},
@@ -166,6 +178,20 @@ def test_chosen_reuses_each_folds_grid_point_with_one_fit(data, cv):
     with pytest.raises(ValueError, match="not on the grid"):
         models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, seed=SEED, grid=GRID,
                               params=FAST, device="cpu", chosen=off_grid)
+
+
+def test_chosen_trees_refits_exactly_the_kept_trees(data, cv):
+    # Fitting exactly the kept number of trees reproduces the early-stopped models' scores.
+    again = models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4,
+                                  seed=SEED, grid=GRID, early_stopping_rounds=5, params=FAST,
+                                  keep_boosters=None, device="cpu", chosen=cv.best_params, chosen_trees=True)
+    assert (again.timings["trees"].to_numpy() == again.best_params["n_estimators"].to_numpy()).all()
+    pd.testing.assert_frame_equal(again.best_params[["model", "fold", "n_estimators"]],
+                                  cv.best_params[["model", "fold", "n_estimators"]])
+    pd.testing.assert_frame_equal(again.predictions, cv.predictions)
+    assert again.config["reused_trees"]
+    with pytest.raises(ValueError, match="pass chosen as well"):
+        models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, chosen_trees=True)
 
 
 def test_cross_validate_rejects_bad_arguments(data):
