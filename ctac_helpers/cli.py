@@ -190,7 +190,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                                                 for r in differ.itertuples()]
         widths = [max(len(row[i]) for row in rows) for i in range(3)]
         lines += [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}" for a, b, c, d in rows]
-        lines.append(f"{len(differ)} of {len(table)} outputs differ ((none): no successful record in that run)")
+        missing = differ["sha_a"].isna() | differ["sha_b"].isna()
+        lines.append(f"{len(differ)} of {len(table)} outputs differ"
+                     + (" ((none): no successful record in that run)" if missing.any() else ""))
     elif len(table):
         lines.append(f"all {len(table)} recorded outputs are identical")
     else:

@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 COLUMNS = ["item", "quantity", "paper", "book", "difference", "tolerance", "within", "where"]
 #: Kinds of number a tolerance is given for in ``scorecard_tolerances``.
-TOLERANCE_KINDS = ("auc", "p_value", "hazard_ratio", "percent", "count", "cohort")
+TOLERANCE_KINDS = ("auc", "p_value", "hazard_ratio", "percent", "threshold", "count", "cohort")
 #: Table id -> the chapter notebook (``notebooks/<stem>``) that writes it.
 TABLE_CHAPTERS: dict[str, str] = {t: f"notebooks/{Path(s.notebook).stem}" for s in STAGES for t in s.tables}
 
@@ -344,10 +344,18 @@ def _fig3_rows(run_dir: Path, tol: dict) -> list[dict]:
         return []
     n_high, total = _num(high.iloc[0]["n"]), ai["n"].map(_num).sum()
     share = 100.0 * n_high / total if total else math.nan
-    paper = manifest.paper_entry("fig3")["values"]["ai_high_risk_percent"]
-    return [_absolute("fig3", "Patients in the AI high-risk class, matched to stress TPD >= 10% (%)",
+    values = manifest.paper_entry("fig3")["values"]
+    paper = values["ai_high_risk_percent"]
+    rows = [_absolute("fig3", "Patients in the AI high-risk class, matched to stress TPD >= 10% (%)",
                       f"{paper:.2f}%", f"{share:.2f}% ({n_high:,.0f} of {total:,.0f})", "fig3_logrank",
                       paper, share, tol["percent"])]
+    th = _read(run_dir, "ai_threshold")
+    if th is not None and len(th):
+        book = _num(th.iloc[0]["threshold"])
+        rows.append(_absolute("fig3", "AI threshold of the high-risk class (out-of-fold score)",
+                              f"{values['ai_threshold']:.2f}", f"{book:.3f}", "ai_threshold",
+                              values["ai_threshold"], book, tol["threshold"]))
+    return rows
 
 
 def _nri_rows(run_dir: Path, tol: dict) -> list[dict]:

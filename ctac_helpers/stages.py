@@ -121,7 +121,7 @@ STAGES: tuple[Stage, ...] = (
         title="Survival, hazard ratios and reclassification",
         needs=("data", "models"),
         inputs=("cohort", "predictions"),
-        tables=("fig3", "fig3_logrank", "cox_univariate", "supp_fig4", "supp_table7", "nri"),
+        tables=("ai_threshold", "fig3", "fig3_logrank", "cox_univariate", "supp_fig4", "supp_table7", "nri"),
         figures=("fig3", "supp_fig4", "supp_table7"),
     ),
 )

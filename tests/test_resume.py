@@ -131,6 +131,25 @@ def _stage_state(run_dir: Path, stage: str) -> str | None:
         return None
 
 
+def _cell_started(run_dir: Path, notebook: str, marker: str) -> bool:
+    """Whether papermill has started the cell of ``notebook`` whose source contains ``marker``.
+
+    papermill saves the notebook it executes (the runner's hidden temporary in executed/) before and
+    after every cell, with the cell's ``papermill.status``.
+    """
+    for path in (run_dir / "executed").glob(f".{notebook}.*.tmp.ipynb"):
+        try:
+            cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        except (OSError, ValueError, KeyError):
+            continue  # being written
+        for cell in cells:
+            if marker in "".join(cell.get("source", "")):
+                status = cell.get("metadata", {}).get("papermill", {}).get("status")
+                if status in ("running", "completed"):
+                    return True
+    return False
+
+
 def _snapshot(paths) -> dict[Path, tuple[int, bytes]]:
     return {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in paths}
 
@@ -266,7 +285,10 @@ def killed_in_models(killed_in_segmentation, resumed):
     log = k["root"] / "run-3.log"
     proc = _start(config, run_dir, log)
     _wait_for(lambda: _stage_state(run_dir, "models") == "running", proc, log, "models stage running")
-    time.sleep(2.0)
+    # into the cross-validation, the stage's long cell (which writes the predictions)
+    _wait_for(lambda: _cell_started(run_dir, "05_models.ipynb", "cv = models.cross_validate("), proc, log,
+              "cross-validation cell of the models stage")
+    time.sleep(1.0)
     assert proc.poll() is None and _stage_state(run_dir, "models") == "running", "the models stage ended too soon"
     _kill_everything(proc)
     return {**k, "config": config, "earlier": earlier}

@@ -57,6 +57,10 @@ tpd,TPD >= 10%,50,10,10,1,1e-3
 ai,AI high risk,50,20,40,1,1e-9
 ai,AI low risk,950,40,40,1,1e-9
 """)
+    _write(rd, "ai_threshold", """
+threshold,share,n_flagged,reference,reference_share,n_reference,n,paper_threshold,paper_share_percent
+0.26,0.05,50,stress TPD >= 10%,0.05,50,1000,0.17,4.13
+""")
     _write(rd, "fig2", """
 structure,importance,share,rank,rank_shap_all,rank_shap_normal_perfusion,rank_shap_no_cac
 lung_upper_lobe_right,10,0.3,1,1,2,
@@ -139,6 +143,9 @@ def test_percent_rows(run_dir):
     paper = manifest.paper_entry("fig3")["values"]["ai_high_risk_percent"]
     assert r["book"] == "5.00% (50 of 1,000)"
     assert r["difference"] == pytest.approx(5.0 - paper) and r["tolerance"] == TOL["percent"]
+    r = _row(table, "AI threshold")
+    assert (r["paper"], r["book"]) == ("0.17", "0.260") and r["difference"] == pytest.approx(0.09)
+    assert r["tolerance"] == TOL["threshold"] and r["within"] is (0.09 <= TOL["threshold"])
 
 
 def test_cohort_rows_use_the_calibration_tolerance(run_dir):
