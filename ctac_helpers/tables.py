@@ -148,6 +148,33 @@ def baseline_table(cohort: pd.DataFrame, by: str, rows: list[tuple[str, str, str
     return out
 
 
+def paper_display(table_id: str, variable: str, group: str, level: str = "") -> str:
+    """The paper's printed value of one cell of a baseline table, as the book's tables show it.
+
+    ``"65 (57, 73)"`` (median, Q1, Q3) for a continuous row, ``"5745 (54.8)"`` (n, %) for a count
+    row, ``"10480"`` for the whole cohort's size; ``""`` where the paper prints no value.
+
+    Raises
+    ------
+    ValueError
+        If ``table_id`` has no row ``(variable, level)``.
+    """
+    rows = {(r["variable"], str(r.get("level", ""))): r for r in manifest.paper_entry(table_id)["rows"]}
+    if (variable, str(level)) not in rows:
+        raise ValueError(f"{table_id} has no row variable={variable!r}, level={level!r}; rows: "
+                         f"{sorted(rows)}")
+    return _paper_cell(rows[(variable, str(level))], variable, group)
+
+
+def _paper_cell(row: dict, variable: str, group: str) -> str:
+    vals = row.get(group)
+    if vals is None:
+        return ""
+    if row.get("kind") == "continuous":
+        return f"{vals[0]:g} ({vals[1]:g}, {vals[2]:g})"
+    return f"{vals[0]:g} ({vals[1]:.1f})" if variable != "n" or group != "all" else f"{vals[0]:g}"
+
+
 def side_by_side(book: pd.DataFrame, table_id: str) -> pd.DataFrame:
     """Wide display table: for each group the book's value beside the paper's, then both p-values."""
     paper = manifest.paper_entry(table_id)
@@ -161,13 +188,7 @@ def side_by_side(book: pd.DataFrame, table_id: str) -> pd.DataFrame:
         row = {"Characteristic": name}
         for g in groups:
             row[f"{g} (book)"] = sub.loc[sub.group == g, "display"].iloc[0]
-            vals = pr.get(g)
-            if vals is None:
-                row[f"{g} (paper)"] = ""
-            elif kind == "continuous":
-                row[f"{g} (paper)"] = f"{vals[0]:g} ({vals[1]:g}, {vals[2]:g})"
-            else:
-                row[f"{g} (paper)"] = f"{vals[0]:g} ({vals[1]:.1f})" if variable != "n" or g != "all" else f"{vals[0]:g}"
+            row[f"{g} (paper)"] = _paper_cell({"kind": kind, **pr}, variable, g)
         row["p (book)"] = sub["p_display"].iloc[0] if (sub["p_display"] != "").any() else ""
         row["p (paper)"] = pr.get("p", "")
         rows.append(row)

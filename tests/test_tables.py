@@ -71,3 +71,14 @@ def test_patient_flow_and_headline(small_dataset):
     assert flow.loc[flow.step == "enrolled", "paper"].iloc[0] == 10983
     head = cohort.headline_numbers(small_dataset.cohort)
     assert head.loc[head.quantity == "Patients analysed", "book"].iloc[0] == 1500
+
+
+def test_paper_display_prints_the_manifests_values_as_the_tables_do():
+    from ctac_helpers.tables import paper_display
+    assert paper_display("table1", "age", "all") == "65 (57, 73)"
+    assert paper_display("table1", "n", "male") == "5745 (54.8)"
+    assert paper_display("table1", "n", "all") == "10480"
+    assert paper_display("supp_table2", "cac_category", "normal", "0") == "2903 (39.6)"
+    assert paper_display("supp_table2", "stress_tpd", "normal") == ""  # printed for the abnormal group only
+    with pytest.raises(ValueError, match="table1 has no row variable='weight'"):
+        paper_display("table1", "weight", "all")
