@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Inside the venv, so deleting the venv also forgets that it was installed.
 STAMP := $(VENV)/.ctac-book-installed
 
-.PHONY: venv book book-quick test constraints clean
+.PHONY: venv browser book book-quick test constraints clean
 
 venv: $(STAMP)
 
@@ -27,8 +27,29 @@ book-quick: venv
 	$(BIN)/ctac-book run --profile quick
 	$(BIN)/ctac-book build --profile quick
 
-test: venv
+test: venv browser
 	$(BIN)/python -m pytest -q
+
+# Headless Chromium and its WebDriver from Debian, for the browser test of the built book
+# (tests/test_browser.py). Installed with apt-get when absent: as root, else through sudo.
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  echo "browser: $$(command -v chromium) and $$(command -v chromedriver) are installed"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "make browser: chromium (with chromedriver) is not installed and apt-get is not available;" \
+	       "install Debian's '$(BROWSER_PACKAGES)' packages or their equivalent" >&2; exit 1; fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=""; \
+	elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; \
+	else echo "make browser: chromium is not installed and this user is not root and has no sudo;" \
+	          "ask an administrator to run 'apt-get install $(BROWSER_PACKAGES)'" >&2; exit 1; fi; \
+	echo "browser: installing $(BROWSER_PACKAGES) with $${SUDO:+sudo }apt-get"; \
+	{ $$SUDO apt-get update -q && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES); } || \
+	  { echo "make browser: 'apt-get install $(BROWSER_PACKAGES)' failed (see above); the browser test needs them" >&2; \
+	    exit 1; }; \
+	command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 || \
+	  { echo "make browser: apt-get succeeded but chromium or chromedriver is still not on PATH" >&2; exit 1; }
 
 # Pin the venv's current versions (the project itself, pip, setuptools and wheel excluded).
 constraints: venv

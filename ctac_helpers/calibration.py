@@ -41,6 +41,8 @@ def _statistic(df: pd.DataFrame, variable: str, level: str, statistic: str) -> f
         raise ValueError("group sizes are compared as percentages")
     if statistic in ("median", "q1", "q3"):
         x = df[variable].dropna().to_numpy(float)
+        if not len(x):  # e.g. a site's table without the CT values (measured on its scans instead)
+            return float("nan")
         return float(np.percentile(x, {"q1": 25, "median": 50, "q3": 75}[statistic]))
     col = df[variable]
     col = col[col.notna()]

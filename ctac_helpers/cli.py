@@ -11,6 +11,7 @@ Examples
     ctac-book init-site mysite              # templates for a site's own data, and mysite/site.yaml
     ctac-book validate --config mysite/site.yaml   # every problem of the site's data, one per line
     ctac-book compare runs/a runs/b         # which recorded outputs differ between two runs
+    ctac-book check-html --profile quick    # open every page of _build/html in headless Chromium
 
 Exit codes: 0 success, 1 a stage or the book build failed (``validate``: the data has errors;
 ``compare``: an output differs), 2 bad input (configuration, stage name, missing file or run
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from . import __version__
 from . import book as book_mod
+from . import browser as browser_mod
 from . import runner
 from . import site as site_mod
 from . import stages as stages_mod
@@ -85,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_init.add_argument("directory", metavar="DIR", type=Path, help="folder to create")
     p_init.set_defaults(func=_cmd_init_site, verbose=False, quiet=False)
 
+    p_example = sub.add_parser(
+        "example-site", help="write a complete made-up site (cohort, DICOM scans, label maps) to try the site path",
+        description="Write what `init-site` asks a site to fill in, already filled with made-up patients: a "
+                    "cohort table, one DICOM series per patient (a digital CTAC phantom, with made-up names, "
+                    "record numbers, birth dates and accession numbers in its headers), precomputed label maps, "
+                    "a scan manifest, a secret key and site.yaml. Then: ctac-book validate / run / build "
+                    "--config DIR/site.yaml.")
+    p_example.add_argument("directory", metavar="DIR", type=Path, help="folder to create")
+    p_example.add_argument("--patients", type=int, default=200, help="patients, one scan each (default 200, the least)")
+    p_example.add_argument("--seed", type=int, default=20240101, help="seed of the made-up data (default 20240101)")
+    p_example.set_defaults(func=_cmd_example_site, verbose=False, quiet=False)
+
     p_validate = sub.add_parser("validate", parents=[common],
                                 help="check a site's data (tables, key and images); list every problem")
     p_validate.add_argument("--no-images", action="store_true",
@@ -98,6 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_compare.add_argument("run_a", metavar="RUN_DIR_A", type=Path, help="first run directory")
     p_compare.add_argument("run_b", metavar="RUN_DIR_B", type=Path, help="second run directory")
     p_compare.set_defaults(func=_cmd_compare, verbose=False, quiet=False)
+
+    p_check = sub.add_parser("check-html", parents=[common],
+                             help="open every page of the built book in headless Chromium; list what is broken",
+                             description="Serve the built book on 127.0.0.1 and open every page in headless "
+                                         "Chromium: JavaScript errors, console errors, failed requests, images "
+                                         "that do not load, broken internal links and anchors, and the figures "
+                                         "of the replication scorecard. Saves a screenshot of each page under "
+                                         "<run dir>/screenshots/. Exit code 0 when nothing is broken, 1 otherwise.")
+    p_check.add_argument("--html", metavar="DIR", type=Path,
+                         help="the built book (default: ./_build/html, where `ctac-book build` writes it)")
+    p_check.set_defaults(func=_cmd_check_html)
     return parser
 
 
@@ -114,10 +139,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         # every image of a large site takes long, `ctac-book validate` does it, and ingestion checks
         # each image again.
         site_mod.require_valid_site(config, run_dir=run_dir, check_images=False)
-        if not site_runs_supported():
-            raise ValueError("running the chapters on a site's own data is not available in this edition: "
-                             "the data stage does not read a site's cohort table yet. `ctac-book validate "
-                             "--config FILE` checks the data; nothing was run")
     logger.info("run %r (profile %s) in %s", config["name"], config["profile"], run_dir)
     results = runner.run_stages(
         config, run_dir, force=args.force, only=args.only,
@@ -136,12 +157,6 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def site_runs_supported() -> bool:
-    """Whether the stage notebooks read a site's own data (the data stage declares ``cohort_file``)."""
-    data = stages_mod.get_stage("data")
-    return "cohort_file" in runner.declared_parameters(runner.NOTEBOOKS_DIR / data.notebook)
-
-
 def _cmd_init_site(args: argparse.Namespace) -> int:
     paths = site_mod.init_site(args.directory)
     roles = {"config": "run configuration", "cohort": "clinical table template, one row per patient",
@@ -151,10 +166,25 @@ def _cmd_init_site(args: argparse.Namespace) -> int:
     config = paths["config"]
     out += ["", "next:",
             f"  1. fill in {paths['cohort']} and {paths['scans']} (the '#' lines describe every column)",
-            f"  2. ctac-book validate --config {config}"]
-    if site_runs_supported():
-        out += [f"  3. ctac-book run --config {config}", f"  4. ctac-book build --config {config}"]
+            f"  2. ctac-book validate --config {config}",
+            f"  3. ctac-book run --config {config}",
+            f"  4. ctac-book build --config {config}"]
     sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _cmd_example_site(args: argparse.Namespace) -> int:
+    from . import example_site  # imports the phantom generator: only for this command
+
+    made = example_site.write_example_site(args.directory, n_patients=args.patients, seed=args.seed)
+    config = made.paths["config"]
+    sys.stdout.write("\n".join([
+        f"wrote an example site of {len(made.identifiers)} made-up patients to {args.directory}",
+        "next:",
+        f"  1. ctac-book validate --config {config}",
+        f"  2. ctac-book run --config {config}",
+        f"  3. ctac-book build --config {config}",
+    ]) + "\n")
     return 0
 
 
@@ -204,6 +234,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             lines.append(f"note: the two runs' {what} differ")
     sys.stdout.write("\n".join(lines) + "\n")
     return 0 if len(table) and not len(differ) else 1
+
+
+def _cmd_check_html(args: argparse.Namespace) -> int:
+    _, run_dir = _config_and_run_dir(args)
+    html = args.html if args.html is not None else Path.cwd() / "_build" / "html"
+    shots = run_dir / "screenshots"
+    for old in shots.glob("*.png"):  # of an earlier check: one screenshot per page of this book
+        old.unlink()
+    pages = browser_mod.list_pages(html) if html.is_dir() else []
+    problems = browser_mod.check_pages(html, shots, scorecard=browser_mod.SCORECARD_PAGE)
+    lines = [str(p) for p in problems]
+    if problems:
+        lines.append(f"{len(problems)} problem(s) on {len({p.page for p in problems})} of {len(pages)} pages "
+                     f"of {html}; screenshots in {shots}")
+    else:
+        lines.append(f"all {len(pages)} pages of {html} load without errors; screenshots in {shots}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 1 if problems else 0
 
 
 def format_status(rows: list) -> str:

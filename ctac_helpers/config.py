@@ -34,8 +34,12 @@ ALLOWED_KEYS = ("name", "seed", "stages", "profile", "site")
 #: cohort table, the scan manifest and the file holding the key of the patient-id hash. Relative
 #: paths are resolved against the configuration file's folder.
 SITE_KEYS = ("cohort", "scans", "secret")
-#: The notebook parameter that receives each site path.
-SITE_PARAMETERS = {"cohort": "cohort_file", "scans": "scan_manifest", "secret": "secret_file"}
+#: Optional keys of the ``site`` section: ``labels``, the site's own labels for the cohort table's
+#: ``site`` column (the schema lists only the paper's four sites).
+SITE_OPTIONAL_KEYS = ("labels",)
+#: The notebook parameter that receives each site path (and the site's labels).
+SITE_PARAMETERS = {"cohort": "cohort_file", "scans": "scan_manifest", "secret": "secret_file",
+                   "labels": "site_labels"}
 #: Notebook parameters that only the runner sets.
 RESERVED_PARAMETERS = ("run_dir",)
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -121,8 +125,15 @@ def _validate(cfg: Mapping, source: str, stages: tuple[Stage, ...], complete: bo
             if key not in site:
                 raise ValueError(f"{source}: key 'site.{key}' is missing; 'site' needs {', '.join(SITE_KEYS)}")
         for key, value in site.items():
+            if key == "labels":
+                if (not isinstance(value, list) or not value
+                        or not all(isinstance(v, str) and v.strip() and v == v.strip() for v in value)):
+                    raise ValueError(f"{source}: key 'site.labels' must be a list of site names (text without "
+                                     f"surrounding spaces), e.g. [MyHospital], got {value!r}")
+                continue
             if key not in SITE_KEYS:
-                raise ValueError(f"{source}: unknown key 'site.{key}'; allowed: {', '.join(SITE_KEYS)}")
+                raise ValueError(f"{source}: unknown key 'site.{key}'; allowed: "
+                                 f"{', '.join(SITE_KEYS + SITE_OPTIONAL_KEYS)}")
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"{source}: key 'site.{key}' must be a file path, got {value!r}")
     if "profile" in cfg and not isinstance(cfg["profile"], str):
@@ -196,7 +207,8 @@ def load_config(
         _validate(user, user_source, stages, complete=False)
         if "site" in user:
             base_dir = path.resolve().parent
-            user["site"] = {k: str(base_dir / Path(v).expanduser()) for k, v in user["site"].items()}
+            user["site"] = {k: (v if k in SITE_OPTIONAL_KEYS else str(base_dir / Path(v).expanduser()))
+                            for k, v in user["site"].items()}
     chosen = profile if profile is not None else user.get("profile", DEFAULT_PROFILE)
     base_path = profile_path(chosen)
     base = _read_yaml(base_path)

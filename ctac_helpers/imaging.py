@@ -132,13 +132,44 @@ def make_segmentation_task(cache_dir, segmenter: str, **options):
     return functools.partial(segmentation_task, cache_dir=str(cache_dir), segmenter=segmenter, options=options)
 
 
+class ScanFailed(RuntimeError):
+    """A site scan's failure, its message stripped of the scan's file paths (see :func:`redact_paths`)."""
+
+
+def redact_paths(text: str, scan: Mapping) -> str:
+    """``text`` with every path of ``scan`` (image, label map, pericardium) replaced by a placeholder.
+
+    A site's folder names may carry identifiers (a patient's record number, a date); a failure
+    message is written to the run directory, so it names the scan's pseudonym and the manifest
+    column instead of the path.
+    """
+    for column in ingest.PATH_COLUMNS:
+        value = scan.get(column)
+        if isinstance(value, str) and value.strip():
+            p = Path(value)
+            for form in sorted({value, str(p), str(p.resolve()), p.name}, key=len, reverse=True):
+                if len(form) > 3:
+                    text = text.replace(form, f"<{column} of scan {scan['scan_id']}>")
+    return text
+
+
 def segmentation_task(scan: Mapping, cache_dir: str, segmenter: str, options: Mapping | None = None) -> dict:
     """Ingest and segment one scan; record each structure's status.
 
     ``segmenter`` names the backend for this scan (``segment.get_segmenter``). The precomputed and
     phantom backends read the label map that ingestion cached; the TotalSegmentator backend runs the
-    model, loaded once per worker process (``segment.cached_segmenter``).
+    model, loaded once per worker process (``segment.cached_segmenter``). A scan marked
+    ``redact_paths`` (a site's) fails with a :class:`ScanFailed` whose message names no file path.
     """
+    if not scan.get("redact_paths"):
+        return _segment_scan(scan, cache_dir, segmenter, options)
+    try:
+        return _segment_scan(scan, cache_dir, segmenter, options)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the paths removed
+        raise ScanFailed(redact_paths(f"{type(exc).__name__}: {exc}", scan)) from None
+
+
+def _segment_scan(scan: Mapping, cache_dir: str, segmenter: str, options: Mapping | None = None) -> dict:
     rec = ingest.ingest_scan(scan, cache_dir)
     ct = sitk.ReadImage(rec["ct_path"])
     seg = segment.cached_segmenter(segmenter, **dict(options or {}))
@@ -167,6 +198,54 @@ def scan_table(runs, datasets: Sequence[str]) -> pd.DataFrame:
     status_cols = [c for c in scans.columns if c.startswith(STATUS_PREFIX)]
     scans[status_cols] = scans[status_cols].fillna("absent")
     return scans
+
+
+def site_batches(scans: pd.DataFrame, segmenter: str) -> dict[str, list[dict]]:
+    """A site's scans grouped by segmentation backend, as items for :func:`batch.run_batch`.
+
+    Scans with a precomputed label map use it (``precomputed``); the others go to ``segmenter``.
+    When that is ``totalsegmentator``, its weights are looked for first, so that a site without
+    them learns it at once (:class:`ctac_helpers.segment.WeightsNotFound`) rather than scan by scan.
+
+    Parameters
+    ----------
+    scans : DataFrame
+        The site's manifest with pseudonymised ids (:func:`ctac_helpers.site.load_scans`).
+    segmenter : str
+        Backend for scans without a label map: one of ``segment.SEGMENTERS`` except ``phantom``.
+
+    Returns
+    -------
+    dict
+        Backend name to its items (each marked ``redact_paths``); backends without scans are left out.
+    """
+    allowed = [s for s in segment.SEGMENTERS if s != "phantom"]
+    if segmenter not in allowed:
+        raise ValueError(f"unknown segmenter {segmenter!r} for a site's scans; allowed: {', '.join(allowed)}")
+    has_labels = scans["label_map"].map(lambda v: isinstance(v, str) and bool(v.strip())) \
+        if "label_map" in scans.columns else pd.Series(False, index=scans.index)
+    items = scans.assign(redact_paths=True).to_dict("records")
+    if segmenter == "precomputed":  # every scan must then bring its label map (the backend says so if not)
+        return {"precomputed": items} if items else {}
+    out = {"precomputed": [it for it, h in zip(items, has_labels) if h],
+           segmenter: [it for it, h in zip(items, has_labels) if not h]}
+    if out.get(segmenter) and segmenter == "totalsegmentator":
+        segment.cached_segmenter("totalsegmentator")  # raises WeightsNotFound before any scan is read
+    return {k: v for k, v in out.items() if v}
+
+
+def site_manifest_text(scans: pd.DataFrame) -> str:
+    """One Markdown paragraph describing a site's manifest: scans, patients and the source of each input."""
+    def given(col):
+        if col not in scans.columns:
+            return 0
+        return int(scans[col].map(lambda v: (isinstance(v, str) and bool(v.strip())) or
+                                  (isinstance(v, (int, float)) and np.isfinite(v))).sum())
+    n = len(scans)
+    return (f"The site's manifest lists **{n:,} scans** of {scans['patient_id'].nunique():,} patients (ids "
+            f"pseudonymised). Precomputed label maps: {given('label_map'):,} of {n:,}; pericardium masks: "
+            f"{given('pericardium'):,}; Agatston scores from the site's software: {given('cac_score'):,}; "
+            f"EAT from the site's software: {given('eat_volume'):,}. Everything not supplied is measured here.")
 
 
 #: Columns of the scan table that hold the paths of the cached images.
@@ -369,6 +448,24 @@ def image_feature_table(radiomics_rows: pd.DataFrame, cac_eat: pd.DataFrame) -> 
     return feats.merge(cac_eat[[c for c in keep if c in cac_eat.columns]], on="patient_id", how="left")
 
 
+def fill_measured_ct(cohort: pd.DataFrame, cac_eat: pd.DataFrame) -> pd.DataFrame:
+    """The cohort with its missing CAC and EAT values taken from chapter 3's measurements.
+
+    A site's cohort table need not hold the CT values the book measures on its scans
+    (:data:`ctac_helpers.site.MEASURED_COLUMNS`); the outcome chapters then use the measured (or
+    site-supplied) ones. Values the cohort table holds are kept; a patient with several scans takes
+    the first scan's value.
+    """
+    out = cohort.copy()
+    per_patient = cac_eat.drop_duplicates("patient_id").set_index("patient_id")
+    for col in ("cac_score", "eat_volume", "eat_density"):
+        if col not in per_patient.columns:
+            continue
+        measured = out["patient_id"].map(per_patient[col]).astype(float)
+        out[col] = out[col].astype(float).fillna(measured) if col in out.columns else measured
+    return out
+
+
 def pyradiomics_agreement(scans: pd.DataFrame, per_scan: int, features: Sequence[str], settings: Mapping) -> pd.DataFrame:
     """Largest relative difference between the one-pass features and PyRadiomics' extractor.
 
@@ -413,6 +510,25 @@ def radiomics_summary(image_features: pd.DataFrame, synthetic: pd.DataFrame, str
 FEATURE_SOURCES = ("synthetic", "imaging")
 
 
+def feature_structures(ct_features: pd.DataFrame, source: str = "imaging") -> list[str] | None:
+    """The structures of the CT models for a feature source.
+
+    ``'imaging'``: the structures of chapter 4's table, i.e. those its frequency rule kept on the scans
+    of this run (a site's scans keep their own selection). ``'synthetic'``: None, the models' default
+    (:func:`ctac_helpers.models.default_structures`).
+    """
+    if source not in FEATURE_SOURCES:
+        raise ValueError(f"unknown feature source {source!r}; allowed: {', '.join(FEATURE_SOURCES)}")
+    if source == "synthetic":
+        return None
+    found = sorted({manifest.parse_feature_column(c)[0] for c in ct_features.columns
+                    if c.startswith(manifest.CT_PREFIX) and c.endswith("__status")})
+    if not found:
+        raise ValueError("the image feature table holds no structure (no ct__<structure>__status column): "
+                         "did chapter 4 select any structure?")
+    return found
+
+
 def model_inputs(cohort: pd.DataFrame, synthetic_features: pd.DataFrame,
                  image_features: pd.DataFrame | None, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cohort and CT feature table the models chapter uses, from either source.
@@ -439,6 +555,9 @@ def model_inputs(cohort: pd.DataFrame, synthetic_features: pd.DataFrame,
     if source not in FEATURE_SOURCES:
         raise ValueError(f"unknown feature source {source!r}; allowed: {', '.join(FEATURE_SOURCES)}")
     if source == "synthetic":
+        if not any(c.startswith(manifest.CT_PREFIX) for c in synthetic_features.columns):
+            raise ValueError("the CT feature table of chapter 0 is empty (a site's run: its CT features are "
+                             "measured on its scans); set the models chapter's parameter features: imaging")
         return cohort, synthetic_features
     if image_features is None or not len(image_features):
         raise ValueError("feature source 'imaging' needs the radiomics chapter's image_features artifact "

@@ -33,7 +33,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from .config import SITE_PARAMETERS, stage_parameters, validate_config
+from .config import SITE_KEYS, SITE_PARAMETERS, stage_parameters, validate_config
 from .rundir import RunDir, file_sha256
 from .stages import STAGES, Stage, execution_order, get_stage
 
@@ -223,7 +223,7 @@ def _select_parameters(config: Mapping, stage: Stage, declared: Mapping, noteboo
     return {k: v for k, v in stage_parameters(config, stage).items() if k in declared and k != "run_dir"}
 
 
-SITE_FILE_PARAMETERS = tuple(SITE_PARAMETERS.values())
+SITE_FILE_PARAMETERS = tuple(SITE_PARAMETERS[k] for k in SITE_KEYS)
 
 
 def _plan(config: Mapping, stage: Stage, root: Path, notebooks_dir: Path, code: str,

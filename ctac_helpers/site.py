@@ -36,12 +36,13 @@ import SimpleITK as sitk
 
 from . import ingest, manifest
 from .grid import grid_differences
-from .privacy import MIN_SECRET_BYTES
+from .privacy import MIN_SECRET_BYTES, pseudonymise, read_secret
 from .validate import Problem, ValidationError, read_table, spreadsheet_rows, validate_cohort
 
 __all__ = [
     "SITE_FILES", "MEASURED_COLUMNS", "init_site", "cohort_template", "scans_template", "read_table",
     "run_directory", "check_secret", "check_scan_images", "validate_site", "require_valid_site",
+    "load_cohort", "load_scans",
 ]
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,10 @@ site:
   cohort: cohort.csv     # clinical table, one row per patient (relative to this file)
   scans: scans.csv       # scan manifest, one row per CT scan
   secret: secret.key     # key of the keyed hash that pseudonymises patient ids; keep it private, outside runs/
-stages: {{}}               # per-stage notebook parameters overriding the profile's, e.g. {{models: {{...}}}}
+  # labels: [MyHospital]  # uncomment: this site's own labels in the cohort table's `site` column
+stages:                  # per-stage notebook parameters overriding the profile's
+  models:
+    features: imaging    # CT features measured on this site's scans by chapters 2-4
 """
 
 
@@ -407,7 +411,8 @@ def validate_site(config: Mapping, run_dir: str | os.PathLike | None = None,
     problems += found
     if cohort is not None:
         problems += _no_rows(cohort, cohort_file, "one row per patient below the header")
-        problems += validate_cohort(cohort, cohort_file, optional=MEASURED_COLUMNS, log_warnings=False)
+        problems += validate_cohort(cohort, cohort_file, optional=MEASURED_COLUMNS, log_warnings=False,
+                                    extra_categories={"site": site.get("labels") or []})
     scans, found = _read(scans_file, "site.scans", ingest.read_scan_manifest)
     problems += found
     if scans is not None:
@@ -440,3 +445,109 @@ def require_valid_site(config: Mapping, run_dir: str | os.PathLike | None = None
     if any(p.severity == "error" for p in problems):
         raise ValidationError(problems, what="the site's data")
     return [p for p in problems if p.severity == "warning"]
+
+
+# -- loading for a run ----------------------------------------------------------------------------
+def _raise_errors(problems: list[Problem], what: str) -> None:
+    for p in problems:
+        if p.severity == "warning":
+            logger.warning("%s", p)
+    if any(p.severity == "error" for p in problems):
+        raise ValidationError(problems, what=what)
+
+
+def load_cohort(cohort_file: str | os.PathLike, secret_file: str | os.PathLike,
+                run_dir: str | os.PathLike | None = None, site_labels=()) -> pd.DataFrame:
+    """A site's cohort table, validated and pseudonymised, as the data stage writes it.
+
+    Parameters
+    ----------
+    cohort_file : path-like
+        The site's cohort table (``cohort.csv``; ``#`` lines are skipped).
+    secret_file : path-like
+        The site key (:func:`ctac_helpers.privacy.read_secret`); it may not lie inside ``run_dir``.
+    run_dir : path-like, optional
+        The run directory the table is written to.
+    site_labels : iterable of str
+        The site's own labels for the ``site`` column (configuration key ``site.labels``).
+
+    Returns
+    -------
+    DataFrame
+        One row per patient, ``patient_id`` replaced by its keyed-hash pseudonym (``P-`` and 16 hex
+        digits); the CT columns the book measures on the scans (:data:`MEASURED_COLUMNS`) are
+        added as missing values where the table lacks them.
+
+    Raises
+    ------
+    ValidationError
+        Listing every problem of the table (file, row, column, value, what was expected).
+    ValueError
+        The key is missing, too short or inside the run directory.
+    """
+    secret = read_secret(secret_file, run_dir)
+    cohort = read_table(cohort_file)
+    problems = _no_rows(cohort, str(cohort_file), "one row per patient below the header")
+    problems += validate_cohort(cohort, str(cohort_file), optional=MEASURED_COLUMNS, log_warnings=False,
+                                extra_categories={"site": list(site_labels)})
+    _raise_errors(problems, f"the cohort table {cohort_file}")
+    cohort = cohort.copy()
+    cohort["patient_id"] = pseudonymise(cohort["patient_id"], secret, "patient")
+    schema = manifest.cohort_schema()
+    for col in MEASURED_COLUMNS:
+        if col not in cohort.columns:
+            cohort[col] = np.nan
+    # schema order first, so a site's table and the synthetic cohort have the same layout
+    ordered = [c for c in schema.index if c in cohort.columns]
+    cohort = cohort[ordered + [c for c in cohort.columns if c not in ordered and c in schema.index]]
+    for name, col in schema.loc[ordered].iterrows():
+        if col["type"] in ("float", "int", "binary"):
+            cohort[name] = pd.to_numeric(cohort[name], errors="coerce")
+    logger.info("site cohort %s: %d patients, ids pseudonymised", cohort_file, len(cohort))
+    return cohort.reset_index(drop=True)
+
+
+def load_scans(scan_manifest: str | os.PathLike, secret_file: str | os.PathLike,
+               run_dir: str | os.PathLike | None = None, cohort_ids: pd.Series | None = None) -> pd.DataFrame:
+    """A site's scan manifest, validated, with scan and patient ids pseudonymised.
+
+    Parameters
+    ----------
+    scan_manifest : path-like
+        The site's scan manifest (``scans.csv``); paths are resolved against its folder.
+    secret_file : path-like
+        The site key, the same as the cohort's, so that the pseudonyms of the two tables match.
+    run_dir : path-like, optional
+        The run directory.
+    cohort_ids : Series, optional
+        The pseudonymised patient ids of the cohort (``artifacts/cohort.parquet``): scans of other
+        patients are errors, patients without a scan warnings.
+
+    Returns
+    -------
+    DataFrame
+        The manifest with ``scan_id`` (``S-`` pseudonyms) and ``patient_id`` (``P-`` pseudonyms).
+        The image paths stay as given: they are used to read the images and never written to an
+        artifact.
+
+    Raises
+    ------
+    ValidationError
+        Listing every problem of the manifest.
+    """
+    secret = read_secret(secret_file, run_dir)
+    scans = ingest.read_scan_manifest(scan_manifest)
+    file = str(scan_manifest)
+    problems = _no_rows(scans, file, "one row per CT scan below the header")
+    problems += ingest.validate_scan_manifest(scans, file, check_files=True)
+    _raise_errors(problems, f"the scan manifest {file}")
+    scans = scans.copy()
+    scans["scan_id"] = pseudonymise(scans["scan_id"], secret, "scan")
+    scans["patient_id"] = pseudonymise(scans["patient_id"], secret, "patient")
+    if cohort_ids is not None:
+        # checked on the pseudonyms, so that no raw id reaches a message in the executed notebook
+        problems = [p for p in ingest.validate_scan_manifest(scans, file, check_files=False, cohort_ids=cohort_ids)
+                    if p.column == "patient_id"]
+        _raise_errors(problems, f"the scan manifest {file}")
+    logger.info("site scans %s: %d scans, ids pseudonymised", file, len(scans))
+    return scans.reset_index(drop=True)

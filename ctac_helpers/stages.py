@@ -98,13 +98,14 @@ STAGES: tuple[Stage, ...] = (
         name="models",
         notebook="05_models.ipynb",
         title="Mortality models",
-        # radiomics: with features='imaging' the models read the image-derived features.
+        # radiomics: with features='imaging' the models read the image-derived features; scans (written by
+        # segmentation, upstream of radiomics): the patient explorer shows the imaged patients' CT.
         needs=("data", "radiomics"),
-        inputs=("cohort", "ct_features", "image_features"),
+        inputs=("cohort", "ct_features", "image_features", "scans"),
         artifacts=("predictions", "shap_structures"),
         tables=("model_selection", "supp_table3", "supp_table3_delong", "supp_table4", "supp_table4_delong",
                 "supp_table5", "supp_table5_delong", "fig2", "supp_fig2", "fig4", "supp_table10"),
-        figures=("fig1", "fig2a", "fig2b", "fig2c", "supp_fig2", "fig4"),
+        figures=("fig1", "fig2a", "fig2b", "fig2c", "supp_fig2", "fig4", "patient_examples"),
     ),
     Stage(
         name="subgroups",
@@ -119,8 +120,9 @@ STAGES: tuple[Stage, ...] = (
         name="survival",
         notebook="07_survival_nri.ipynb",
         title="Survival, hazard ratios and reclassification",
-        needs=("data", "models"),
-        inputs=("cohort", "predictions"),
+        # cac_eat: a site's cohort table may lack CAC, measured on its scans by chapter 3
+        needs=("data", "cac_eat", "models"),
+        inputs=("cohort", "cac_eat", "predictions"),
         tables=("ai_threshold", "fig3", "fig3_logrank", "cox_univariate", "supp_fig4", "supp_table7", "nri"),
         figures=("fig3", "supp_fig4", "supp_table7"),
     ),

@@ -221,6 +221,28 @@ def subgroup_auc(y, score, groups, *, definitions: Mapping = SUBGROUPS, level: f
     return pd.DataFrame(rows, columns=_COLUMNS)
 
 
+def choose_reference(group, preferred) -> object:
+    """The reference level of a grouping: ``preferred`` when it occurs, else the most frequent level.
+
+    A site's own data rarely holds the paper's reference (Yale, or the 120 kVp low-dose protocol);
+    its largest level is then the natural comparison (ties go to the first label in sorted order).
+
+    Raises
+    ------
+    ValueError
+        ``group`` has no non-missing level.
+    """
+    values = pd.Series(group).dropna()
+    if values.empty:
+        raise ValueError("the grouping has no level (every value is missing)")
+    if preferred in set(values):
+        return preferred
+    counts = values.value_counts()
+    chosen = sorted(counts.index[counts == counts.max()], key=str)[0]
+    logger.info("reference %r does not occur; using the most frequent level %r", preferred, chosen)
+    return chosen
+
+
 def performance_by_group(y, score, group, reference, *, level: float = 0.95) -> pd.DataFrame:
     """AUC with DeLong interval per level of a grouping (site, CT protocol) and p versus a reference.
 
@@ -243,7 +265,8 @@ def performance_by_group(y, score, group, reference, *, level: float = 0.95) -> 
     DataFrame
         One row per level, the reference first and the others sorted: ``group, n, events, auc,
         ci_low, ci_high, difference, p``, with ``difference = auc - auc_reference`` and ``p`` the
-        two-sided unpaired DeLong p-value of that difference (NaN for the reference).
+        two-sided unpaired DeLong p-value of that difference (NaN for the reference). A grouping
+        with one level (a single site's data) gives the reference row only.
 
     Raises
     ------
@@ -270,7 +293,8 @@ def performance_by_group(y, score, group, reference, *, level: float = 0.95) -> 
         raise ValueError(f"reference {reference!r} is not a level of group; levels: "
                          f"{sorted(map(str, levels))}")
     if len(levels) < 2:
-        raise ValueError(f"group needs at least two levels to compare; got {levels}")
+        # a single-site registry: its AUC and interval, with nothing to compare it with
+        logger.info("performance_by_group: one level (%r); no comparison", reference)
     others = [lev for lev in levels if lev != reference]
     try:
         others = sorted(others)

@@ -467,8 +467,12 @@ def _hr_rows(cph: CoxPHFitter, covariates: Sequence[str], level: float) -> list[
     rows = []
     for c in covariates:
         b, se = float(summary.loc[c, "coef"]), float(summary.loc[c, "se(coef)"])
-        rows.append({"covariate": c, "hr": math.exp(b), "ci_low": math.exp(b - z * se),
-                     "ci_high": math.exp(b + z * se), "p": float(summary.loc[c, "p"])})
+        try:
+            hr, lo, hi = math.exp(b), math.exp(b - z * se), math.exp(b + z * se)
+        except OverflowError:  # a ValueError, so that adjusted_hr_by_subgroup can report the subgroup
+            raise ValueError(f"{c}: the hazard ratio's interval overflows (coefficient {b:.3g}, SE {se:.3g}); "
+                             "the groups are separated or too small for a Cox model") from None
+        rows.append({"covariate": c, "hr": hr, "ci_low": lo, "ci_high": hi, "p": float(summary.loc[c, "p"])})
     return rows
 
 

@@ -193,3 +193,16 @@ def side_by_side(book: pd.DataFrame, table_id: str) -> pd.DataFrame:
         row["p (paper)"] = pr.get("p", "")
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def ordinal(p: float) -> str:
+    """A percentile as an ordinal: ``97.4`` -> ``'97th'``, ``1`` -> ``'1st'``, ``22`` -> ``'22nd'``.
+
+    Rounded and kept within 1-100 (the lowest-ranked patient is in the 1st percentile, not the 0th);
+    ``'n/a'`` when missing.
+    """
+    if p is None or not np.isfinite(p):
+        return "n/a"
+    n = min(100, max(1, int(round(p))))
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"

@@ -18,7 +18,7 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,7 +204,8 @@ def read_table(path: str | os.PathLike, id_columns: Iterable[str] = ID_COLUMNS) 
 
 
 def validate_cohort(df: pd.DataFrame, file: str = "cohort table", optional: Iterable[str] = (),
-                    log_warnings: bool = True) -> list[Problem]:
+                    log_warnings: bool = True, extra_categories: Mapping[str, Iterable[str]] | None = None
+                    ) -> list[Problem]:
     """Check a cohort table against the schema; return every problem found (errors and warnings).
 
     Checks: required columns present; unknown columns (warning); types (numbers, 0/1 flags,
@@ -225,12 +226,16 @@ def validate_cohort(df: pd.DataFrame, file: str = "cohort table", optional: Iter
         cohort table need not hold the CT values the book measures on the scans).
     log_warnings : bool
         Log each warning (callers that report the problems themselves pass False).
+    extra_categories : mapping of str to iterable of str, optional
+        Labels allowed in a category column besides the schema's, e.g. ``{"site": ["MyHospital"]}``
+        (a site's own name, declared as ``site.labels`` in its configuration).
 
     Returns
     -------
     list of Problem
     """
     schema = manifest.cohort_schema().copy()
+    extra_categories = {k: list(v) for k, v in (extra_categories or {}).items()}
     optional = [c for c in optional if c in schema.index]
     schema.loc[optional, "required"] = False
     schema.loc[optional, "nullable"] = True
@@ -282,7 +287,8 @@ def validate_cohort(df: pd.DataFrame, file: str = "cohort table", optional: Iter
                                                 f"a median in [{plo}, {phi}]{unit}: is the column in another unit "
                                                 f"(e.g. a fraction instead of %, months instead of years)?"))
         elif kind == "category":
-            allowed = list(col["categories"])
+            allowed = list(col["categories"]) + [c for c in extra_categories.get(name, [])
+                                                 if c not in col["categories"]]
             bad = present & ~np.isin(raw.astype(str).to_numpy(), allowed)
             if bad.any():
                 _report(problems, file, name, bad, values, f"one of {allowed}", rows=rows)

@@ -2,7 +2,7 @@ import functools
 
 import pytest
 
-from ctac_helpers import synth
+from ctac_helpers import cli, synth
 
 
 @functools.lru_cache(maxsize=None)
@@ -19,3 +19,14 @@ def full_cohort():
 @pytest.fixture(scope="session")
 def small_dataset():
     return _dataset(1500, 20240101)
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    """The quick profile, run and built into a temporary directory: ``(root, run_dir)``, the book in
+    ``root / "_build" / "html"`` (once per test session; test_end_to_end.py and test_browser.py)."""
+    root = tmp_path_factory.mktemp("e2e")
+    run_dir = root / "runs" / "quick"
+    assert cli.main(["run", "--profile", "quick", "--run-dir", str(run_dir)]) == 0
+    assert cli.main(["build", "--profile", "quick", "--run-dir", str(run_dir), "--out", str(root)]) == 0
+    return root, run_dir

@@ -11,15 +11,6 @@ from ctac_helpers.stages import STAGES
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    run_dir = root / "runs" / "quick"
-    assert cli.main(["run", "--profile", "quick", "--run-dir", str(run_dir)]) == 0
-    assert cli.main(["build", "--profile", "quick", "--run-dir", str(run_dir), "--out", str(root)]) == 0
-    return root, run_dir
-
-
 def test_run_directory_contract(built):
     _, run_dir = built
     for stage in STAGES:

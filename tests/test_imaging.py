@@ -114,3 +114,79 @@ def test_model_inputs_switch_between_sources():
         imaging.model_inputs(cohort, synthetic, None, "imaging")
     with pytest.raises(ValueError, match="not in the cohort"):
         imaging.model_inputs(cohort.iloc[:1], synthetic, images, "imaging")
+
+
+# -- a site's scans -------------------------------------------------------------------------------
+def test_redact_paths_removes_every_form_of_the_scans_paths(tmp_path):
+    image = tmp_path / "MRN1234567" / "ct_series"
+    scan = {"scan_id": "S-0123456789abcdef", "image": str(image), "label_map": str(tmp_path / "lab.nii.gz"),
+            "pericardium": None}
+    text = f"cannot read {image}: no DICOM; label map {tmp_path / 'lab.nii.gz'} ok; see ct_series"
+    out = imaging.redact_paths(text, scan)
+    assert "MRN1234567" not in out and str(tmp_path) not in out and "ct_series" not in out
+    assert "<image of scan S-0123456789abcdef>" in out and "<label_map of scan S-0123456789abcdef>" in out
+
+
+def test_a_failing_site_scan_names_no_path(tmp_path):
+    missing = tmp_path / "MRN7654321" / "series"
+    item = {"scan_id": "S-00000000000000aa", "patient_id": "P-00000000000000aa", "image": str(missing),
+            "redact_paths": True}
+    res = batch.run_batch(imaging.make_segmentation_task(str(tmp_path / "cache"), "precomputed"), [item],
+                          tmp_path / "work", key="k", n_workers=1, progress=False)
+    (reason,) = res.failures["reason"]
+    assert "MRN7654321" not in reason and "<image of scan S-00000000000000aa>" in reason
+    stored = (tmp_path / "work" / "S-00000000000000aa.failed.json").read_text()
+    assert "MRN7654321" not in stored
+    # the phantoms and samples keep their paths in failure messages (they are not a site's)
+    item.pop("redact_paths")
+    res = batch.run_batch(imaging.make_segmentation_task(str(tmp_path / "cache"), "precomputed"), [item],
+                          tmp_path / "work2", key="k", n_workers=1, progress=False)
+    assert "MRN7654321" in res.failures["reason"].iloc[0]
+
+
+def test_site_batches_route_scans_by_label_map(monkeypatch):
+    scans = pd.DataFrame({"scan_id": ["S-1", "S-2", "S-3"], "patient_id": ["P-1", "P-2", "P-3"],
+                          "image": ["a", "b", "c"], "label_map": ["l1.nii.gz", None, " "]})
+    out = imaging.site_batches(scans, "precomputed")
+    assert [it["scan_id"] for it in out["precomputed"]] == ["S-1", "S-2", "S-3"]
+    loaded = []
+    monkeypatch.setattr(imaging.segment, "cached_segmenter", lambda name, **k: loaded.append(name))
+    out = imaging.site_batches(scans, "totalsegmentator")
+    assert [it["scan_id"] for it in out["precomputed"]] == ["S-1"]
+    assert [it["scan_id"] for it in out["totalsegmentator"]] == ["S-2", "S-3"]
+    assert all(it["redact_paths"] for its in out.values() for it in its)
+    assert loaded == ["totalsegmentator"]  # weights are looked for before any scan is read
+    with pytest.raises(ValueError, match="allowed: totalsegmentator, precomputed"):
+        imaging.site_batches(scans, "phantom")
+
+
+def test_site_batches_fail_fast_without_totalsegmentator_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", str(tmp_path / "no-weights"))
+    imaging.segment._cached.cache_clear()  # a segmenter loaded by an earlier test would be reused
+    scans = pd.DataFrame({"scan_id": ["S-1"], "patient_id": ["P-1"], "image": ["a"], "label_map": [None]})
+    with pytest.raises(imaging.segment.WeightsNotFound, match="not found"):
+        imaging.site_batches(scans, "totalsegmentator")
+
+
+def test_feature_structures_and_model_inputs_for_a_site():
+    feats = pd.DataFrame({"patient_id": ["P-1"], "ct__heart__status": ["present"], "ct__heart__original_firstorder_Mean": [40.0],
+                          "ct__lung_upper_lobe_left__status": ["absent"]})
+    assert imaging.feature_structures(feats, "imaging") == ["heart", "lung_upper_lobe_left"]
+    assert imaging.feature_structures(feats, "synthetic") is None
+    with pytest.raises(ValueError, match="holds no structure"):
+        imaging.feature_structures(feats[["patient_id"]], "imaging")
+    with pytest.raises(ValueError, match="allowed: synthetic, imaging"):
+        imaging.feature_structures(feats, "other")
+    cohort = pd.DataFrame({"patient_id": ["P-1"], "death": [0]})
+    with pytest.raises(ValueError, match="features: imaging"):
+        imaging.model_inputs(cohort, cohort[["patient_id"]], feats, "synthetic")
+
+
+def test_fill_measured_ct_fills_only_missing_values():
+    cohort = pd.DataFrame({"patient_id": ["P-1", "P-2", "P-3"], "cac_score": [12.0, np.nan, np.nan]})
+    cac_eat = pd.DataFrame({"patient_id": ["P-1", "P-2", "P-2"], "cac_score": [99.0, 450.0, 7.0],
+                            "eat_volume": [80.0, 95.0, 1.0], "eat_density": [-80.0, -85.0, -90.0]})
+    out = imaging.fill_measured_ct(cohort, cac_eat)
+    assert out["cac_score"].tolist()[:2] == [12.0, 450.0] and np.isnan(out["cac_score"].iloc[2])
+    assert out["eat_volume"].tolist()[:2] == [80.0, 95.0]  # a column the table lacks is added
+    assert cohort["cac_score"].isna().sum() == 2  # the input is not modified

@@ -29,7 +29,8 @@ def test_init_site_writes_configuration_templates_and_a_private_key(tmp_path):
     assert cfg["site"] == {"cohort": str(paths["cohort"]), "scans": str(paths["scans"]),
                            "secret": str(paths["secret"])}
     text = paths["config"].read_text()
-    assert "keep it private, outside runs/" in text and "stages: {}" in text
+    assert "keep it private, outside runs/" in text
+    assert cfg["stages"]["models"]["features"] == "imaging"  # a site's CT features come from its scans
     assert (tmp_path / "my site" / ".gitignore").read_text() == "secret.key\n"
 
 
@@ -201,8 +202,8 @@ def test_cli_init_site(tmp_path, capsys):
     for name in ("site.yaml", "cohort.csv", "scans.csv", "secret.key"):
         assert f"wrote {tmp_path / 'mysite' / name}" in out
     assert f"ctac-book validate --config {tmp_path / 'mysite' / 'site.yaml'}" in out
-    # Running the chapters on a site's data is not available yet: the next steps stop at validate.
-    assert ("ctac-book run --config" in out) == cli.site_runs_supported()
+    assert f"ctac-book run --config {tmp_path / 'mysite' / 'site.yaml'}" in out
+    assert f"ctac-book build --config {tmp_path / 'mysite' / 'site.yaml'}" in out
     assert cli.main(["init-site", str(tmp_path / "mysite")]) == 2
     err = capsys.readouterr().err
     assert "already holds" in err and "Traceback" not in err
@@ -279,18 +280,85 @@ def test_run_refuses_an_invalid_site_before_writing_anything(tmp_path, capsys, m
     assert not (tmp_path / "runs").exists()
 
 
-def test_run_with_a_valid_site_reaches_the_runner_once_the_chapters_read_site_data(tmp_path, monkeypatch,
-                                                                                   capsys):
+def test_run_with_a_valid_site_reaches_the_runner(tmp_path, monkeypatch):
     s = sf.make_site(tmp_path)
     called = []
     monkeypatch.setattr(runner, "run_stages", lambda cfg, run_dir, **k: called.append((cfg, run_dir)) or [])
     args = ["run", "--config", str(s.paths["config"]), "--run-dir", str(s.run_dir)]
-    if not cli.site_runs_supported():
-        # Until then a site run stops with a clear message instead of running the synthetic book.
-        assert cli.main(args) == 2
-        assert "not available in this edition" in capsys.readouterr().err
-        assert called == [] and not s.run_dir.exists()
-        monkeypatch.setattr(cli, "site_runs_supported", lambda: True)
     assert cli.main(args) == 0
     ((cfg, run_dir),) = called
     assert cfg["site"]["secret"] == str(s.paths["secret"]) and run_dir == s.run_dir
+
+
+# -- loading a site's data for a run ---------------------------------------------------------------
+def test_load_cohort_pseudonymises_ids_with_the_key_and_adds_the_measured_columns(tmp_path):
+    s = sf.make_site(tmp_path)
+    cohort = site.load_cohort(s.paths["cohort"], s.paths["secret"], run_dir=s.run_dir)
+    assert len(cohort) == sf.N_PATIENTS
+    assert cohort["patient_id"].str.fullmatch(r"P-[0-9a-f]{16}").all() and cohort["patient_id"].is_unique
+    assert not any(pid in set(cohort["patient_id"]) for pid in (r["patient_id"] for r in s.cohort))
+    assert {"cac_score", "eat_volume", "eat_density"} <= set(cohort.columns)
+    assert cohort["cac_score"].isna().all() and cohort["age"].dtype.kind == "f"
+    # the same key gives the same pseudonyms; another key other ones
+    again = site.load_cohort(s.paths["cohort"], s.paths["secret"], run_dir=s.run_dir)
+    assert again["patient_id"].tolist() == cohort["patient_id"].tolist()
+    other = tmp_path / "other.key"
+    other.write_text("f" * 64)
+    assert set(site.load_cohort(s.paths["cohort"], other)["patient_id"]).isdisjoint(cohort["patient_id"])
+
+
+def test_load_cohort_raises_every_problem_and_accepts_declared_site_labels(tmp_path):
+    s = sf.make_site(tmp_path)
+    s.cohort[1]["age"] = 780
+    s.cohort[2]["site"] = "MyHospital"
+    s.write()
+    with pytest.raises(ValidationError) as err:
+        site.load_cohort(s.paths["cohort"], s.paths["secret"])
+    msg = str(err.value)
+    assert f"row {s.row('cohort', 1)}, column 'age': got 780" in msg
+    assert f"row {s.row('cohort', 2)}, column 'site': got 'MyHospital'" in msg
+    s.cohort[1]["age"] = 78
+    s.write()
+    cohort = site.load_cohort(s.paths["cohort"], s.paths["secret"], site_labels=["MyHospital"])
+    assert (cohort["site"] == "MyHospital").sum() == 1
+
+
+def test_load_cohort_refuses_a_key_inside_the_run_directory(tmp_path):
+    s = sf.make_site(tmp_path)
+    inside = s.run_dir / "secret.key"
+    inside.parent.mkdir(parents=True)
+    inside.write_text("a" * 64)
+    with pytest.raises(ValueError, match="inside the run directory"):
+        site.load_cohort(s.paths["cohort"], inside, run_dir=s.run_dir)
+
+
+def test_load_scans_uses_the_cohort_pseudonyms_and_checks_patients(tmp_path):
+    s = sf.make_site(tmp_path)
+    cohort = site.load_cohort(s.paths["cohort"], s.paths["secret"])
+    scans = site.load_scans(s.paths["scans"], s.paths["secret"], cohort_ids=cohort["patient_id"])
+    assert scans["scan_id"].str.fullmatch(r"S-[0-9a-f]{16}").all()
+    assert set(scans["patient_id"]) == set(cohort["patient_id"])
+    assert scans["image"].map(lambda p: os.path.isabs(p)).all()  # resolved against the manifest's folder
+    s.scans[3]["patient_id"] = "P999"
+    s.write()
+    with pytest.raises(ValidationError) as err:
+        site.load_scans(s.paths["scans"], s.paths["secret"], cohort_ids=cohort["patient_id"])
+    msg = str(err.value)
+    assert f"row {s.row('scans', 3)}, column 'patient_id'" in msg and "this scan has no patient" in msg
+    assert "P999" not in msg  # the message names the pseudonym, not the raw id
+
+
+def test_site_labels_in_the_configuration(tmp_path):
+    s = sf.make_site(tmp_path)
+    s.cohort[0]["site"] = "MyHospital"
+    s.write()
+    assert any(p.column == "site" and p.severity == "error" for p in s.validate(check_images=False))
+    text = s.paths["config"].read_text().replace("# labels: [MyHospital]", "labels: [MyHospital]")
+    s.paths["config"].write_text(text)
+    cfg = s.config()
+    assert cfg["site"]["labels"] == ["MyHospital"]
+    assert not [p for p in s.validate(check_images=False) if p.severity == "error"]
+    assert config.stage_parameters(cfg, "data")["site_labels"] == ["MyHospital"]
+    s.paths["config"].write_text(text.replace("labels: [MyHospital]", "labels: MyHospital"))
+    with pytest.raises(ValueError, match="site.labels' must be a list of site names"):
+        s.config()

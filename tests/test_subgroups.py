@@ -240,8 +240,9 @@ def test_performance_by_group_errors(data):
     site = cohort["site"].to_numpy()
     with pytest.raises(ValueError, match=r"reference 'Boston' is not a level of group; levels: \['Calgary'"):
         sg.performance_by_group(y, score, site, "Boston")
-    with pytest.raises(ValueError, match="at least two levels"):
-        sg.performance_by_group(y, score, np.full(len(y), "Yale"), "Yale")
+    single = sg.performance_by_group(y, score, np.full(len(y), "Yale"), "Yale")  # a single site: no comparison
+    assert single["group"].tolist() == ["Yale"] and np.isnan(single["p"].iloc[0])
+    assert single["auc"].iloc[0] == pytest.approx(roc_auc_score(y, score))
     with pytest.raises(ValueError, match="group must have one level per patient"):
         sg.performance_by_group(y, score, site[:-1], "Yale")
     with pytest.raises(ValueError, match="level 'Ottawa': y must contain both classes"):
@@ -262,3 +263,11 @@ def test_beside_paper_reads_the_papers_supp_fig3_values():
                                                                               "0.74", "0.74", ""]
     with pytest.raises(ValueError, match="'subgroup'"):
         sg.beside_paper(table.drop(columns="subgroup"), {})
+
+
+def test_choose_reference_prefers_the_papers_level_else_the_most_frequent():
+    assert sg.choose_reference(pd.Series(["Yale", "Calgary", "Calgary"]), "Yale") == "Yale"
+    assert sg.choose_reference(pd.Series(["B", "A", "B", None]), "Yale") == "B"
+    assert sg.choose_reference(pd.Series(["B", "A"]), "Yale") == "A"  # a tie: the first in sorted order
+    with pytest.raises(ValueError, match="no level"):
+        sg.choose_reference(pd.Series([None, None]), "Yale")

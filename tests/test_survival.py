@@ -381,3 +381,10 @@ def test_query_masks_and_the_papers_subgroups():
 def test_covariate_label():
     assert sv.covariate_label("cac_gt400") == "Severe coronary calcium"
     assert sv.covariate_label("nonexistent_column") == "nonexistent_column"
+
+
+def test_hr_rows_report_an_overflowing_interval_as_a_value_error():
+    class FakeCox:
+        summary = pd.DataFrame({"coef": [2.0], "se(coef)": [800.0], "p": [0.99]}, index=["x"])
+    with pytest.raises(ValueError, match="interval overflows"):
+        sv._hr_rows(FakeCox(), ["x"], 0.95)

@@ -82,3 +82,10 @@ def test_paper_display_prints_the_manifests_values_as_the_tables_do():
     assert paper_display("supp_table2", "stress_tpd", "normal") == ""  # printed for the abnormal group only
     with pytest.raises(ValueError, match="table1 has no row variable='weight'"):
         paper_display("table1", "weight", "all")
+
+
+@pytest.mark.parametrize("p, expected", [(97.4, "97th"), (1, "1st"), (0.2, "1st"), (2, "2nd"), (3, "3rd"),
+                                         (11, "11th"), (12.4, "12th"), (21, "21st"), (22, "22nd"), (100, "100th"),
+                                         (float("nan"), "n/a"), (None, "n/a")])
+def test_ordinal(p, expected):
+    assert tables.ordinal(p) == expected
