@@ -3,9 +3,7 @@
 Jupyter Book never executes anything here (``execute_notebooks: off``): papermill already did, into
 ``<run_dir>/executed/``. The build stages a source tree in ``<out>/_build/.source/``::
 
-    _config.yml, _toc.yml, references.bib (if present)   from the repository (a bibliography that
-                                                          _config.yml names but the repository lacks is
-                                                          staged empty)
+    _config.yml, _toc.yml, references.bib (if present)   from the repository
     book/                                                 from the repository (pages)
     book/scorecard.md, book/status.md                     generated from <run_dir>/tables/ and run.json
     notebooks/<name>.ipynb                                from <run_dir>/executed/ (not *.failed.ipynb)
@@ -107,25 +105,6 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
     return written
 
 
-def _ensure_bibfiles(src: Path) -> list[Path]:
-    """Stage an empty file for each ``bibtex_bibfiles`` entry of ``_config.yml`` that is missing.
-
-    sphinxcontrib-bibtex warns about a bibliography it cannot open, which fails the build (warnings are
-    errors) even when no page cites anything; a page that does cite a key still fails, on the key.
-    """
-    config = yaml.safe_load((src / "_config.yml").read_text(encoding="utf-8")) or {}
-    names = config.get("bibtex_bibfiles") or []
-    written = []
-    for name in [names] if isinstance(names, str) else names:
-        path = src / name
-        if not path.exists():
-            logger.warning("%s is named in _config.yml (bibtex_bibfiles) but missing: staged empty", name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("", encoding="utf-8")
-            written.append(path)
-    return written
-
-
 def jupyter_book_command() -> list[str]:
     """The ``jupyter-book`` executable of this environment (next to the interpreter), or ``-m``."""
     exe = Path(sys.executable).parent / ("jupyter-book.exe" if os.name == "nt" else "jupyter-book")
@@ -177,7 +156,6 @@ def stage_source(run_dir: str | os.PathLike, repo_root: str | os.PathLike, src: 
     for name in ("_config.yml", "_toc.yml", "references.bib"):
         if (repo_root / name).is_file():
             shutil.copy2(repo_root / name, src / name)
-    _ensure_bibfiles(src)
     if (repo_root / "book").is_dir():
         shutil.copytree(repo_root / "book", src / "book")
     (src / "notebooks").mkdir()

@@ -193,6 +193,13 @@ def serve(html_dir: str | os.PathLike) -> Iterator[LocalSite]:
 
 
 # -- the browser ----------------------------------------------------------------------------------
+def _executable(name: str) -> Path:
+    path = shutil.which(name)
+    if path is None:
+        raise BrowserNotFoundError(f"{name} is not on PATH: {_INSTALL_HINT}")
+    return Path(path)
+
+
 def find_chromium() -> Path:
     """The ``chromium`` executable on ``PATH``.
 
@@ -201,10 +208,7 @@ def find_chromium() -> Path:
     BrowserNotFoundError
         Chromium is not installed; the message says which packages to install.
     """
-    path = shutil.which("chromium")
-    if path is None:
-        raise BrowserNotFoundError(f"chromium is not on PATH: {_INSTALL_HINT}")
-    return Path(path)
+    return _executable("chromium")
 
 
 def find_chromedriver() -> Path:
@@ -215,10 +219,7 @@ def find_chromedriver() -> Path:
     BrowserNotFoundError
         It is not installed; the message says which packages to install.
     """
-    path = shutil.which("chromedriver")
-    if path is None:
-        raise BrowserNotFoundError(f"chromedriver is not on PATH: {_INSTALL_HINT}")
-    return Path(path)
+    return _executable("chromedriver")
 
 
 @contextlib.contextmanager

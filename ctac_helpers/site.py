@@ -497,9 +497,9 @@ def load_cohort(cohort_file: str | os.PathLike, secret_file: str | os.PathLike,
     for col in MEASURED_COLUMNS:
         if col not in cohort.columns:
             cohort[col] = np.nan
-    # schema order first, so a site's table and the synthetic cohort have the same layout
+    # the synthetic cohort's layout; columns outside the schema (warned about above) are not carried on
     ordered = [c for c in schema.index if c in cohort.columns]
-    cohort = cohort[ordered + [c for c in cohort.columns if c not in ordered and c in schema.index]]
+    cohort = cohort[ordered]
     for name, col in schema.loc[ordered].iterrows():
         if col["type"] in ("float", "int", "binary"):
             cohort[name] = pd.to_numeric(cohort[name], errors="coerce")

@@ -272,7 +272,7 @@ def performance_by_group(y, score, group, reference, *, level: float = 0.95) -> 
     ------
     ValueError
         On invalid labels or scores, mismatched lengths, a reference that is not a level (naming the
-        levels), fewer than two levels, or a level without deaths or survivors.
+        levels), or a level without deaths or survivors.
 
     References
     ----------

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nbformat
+import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from ctac_helpers.stages import Stage
@@ -61,3 +63,24 @@ def config(**stage_params) -> dict:
     for name, params in stage_params.items():
         stages[name] = {**stages[name], **params}
     return {"name": "fake", "seed": 7, "stages": stages}
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def copy_book_config(root: Path) -> list[Path]:
+    """Copy the repository's ``_config.yml`` into ``root`` with the files it names (bibliography, favicon).
+
+    A test book built with the real configuration needs them: Sphinx warns, and warnings fail the build,
+    about a missing bibliography or favicon.
+    """
+    config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
+    bib = config.get("bibtex_bibfiles") or []
+    names = ["_config.yml", *([bib] if isinstance(bib, str) else bib)]
+    if (config.get("html") or {}).get("favicon"):
+        names.append(config["html"]["favicon"])
+    copied = []
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        copied.append(Path(shutil.copy(REPO / name, root / name)))
+    return copied

@@ -8,6 +8,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+import fakebook
 from ctac_helpers import book
 
 REPO = Path(__file__).resolve().parent.parent
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def repo(tmp_path):
     root = tmp_path / "repo"
     (root / "book").mkdir(parents=True)
-    shutil.copy(REPO / "_config.yml", root / "_config.yml")
+    fakebook.copy_book_config(root)
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/00_x\n")
     (root / "book" / "intro.md").write_text("# Intro\n\nDownload {download}`table t <../run/tables/t.csv>`.\n")
     return root

@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output  # noqa: E402
 
+import fakebook  # noqa: E402
 from ctac_helpers import book, figures  # noqa: E402
 from ctac_helpers.rundir import RunDir  # noqa: E402
 from ctac_helpers.stages import STAGES  # noqa: E402
@@ -196,8 +197,7 @@ def _executed_chapter(run: RunDir) -> nbformat.NotebookNode:
 def test_book_numbers_the_figure_and_table_and_links_their_files(tmp_path):
     repo = tmp_path / "repo"
     (repo / "book").mkdir(parents=True)
-    for name in ("_config.yml", "references.bib"):
-        shutil.copy(REPO / name, repo / name)
+    fakebook.copy_book_config(repo)
     (repo / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: notebooks/09_x\n"
                                    "  - file: book/references\n")
     (repo / "book" / "intro.md").write_text("# Intro\n\nThe paper {cite:p}`marcinkiewicz2025`.\n")

@@ -9,10 +9,8 @@ then every file of the run directory and of the built book is searched for every
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import re
-import zipfile
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -40,9 +38,6 @@ def _texts(path) -> list[str]:
         table = pq.read_table(path)
         out.append(json.dumps(table.schema.to_string()))
         out.append(table.to_pandas().astype(str).to_csv())
-    if path.suffix in (".zip",):
-        with zipfile.ZipFile(path) as z:
-            out += [z.read(n).decode("latin-1") for n in z.namelist()]
     return out
 
 
