@@ -172,8 +172,9 @@ def run_batch(task: Callable[[dict], dict], items: Iterable[Mapping], work_dir: 
             atomic_write_json(_result_path(work_dir, sid), {"key": item_keys[sid], "result": _jsonable(payload)})
             with contextlib.suppress(FileNotFoundError):
                 _failure_path(work_dir, sid).unlink()
-            # read back through JSON so fresh and resumed results are the same objects
-            done[sid] = json.loads(json.dumps(_jsonable(payload)))
+            # read back through JSON, keys sorted as in the stored file, so fresh and resumed results
+            # are the same objects in the same order (the scan table's columns follow it)
+            done[sid] = json.loads(json.dumps(_jsonable(payload), sort_keys=True))
         else:
             atomic_write_json(_failure_path(work_dir, sid), {"key": item_keys[sid], "scan_id": sid, **payload})
             failures[sid] = payload

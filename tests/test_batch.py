@@ -31,6 +31,19 @@ def test_results_in_order_and_written_per_scan(tmp_path):
     assert res.n_computed == 5 and res.n_cached == 0 and res.failures.empty
 
 
+def test_fresh_and_resumed_results_are_the_same_records_in_the_same_key_order(tmp_path):
+    # a task whose record is not in sorted key order: the scan table's columns follow the record's order
+    def unsorted(item):
+        return {"scan_id": item["scan_id"], "z": 1, "a": item["x"]}
+
+    fresh = batch.run_batch(unsorted, items(3), tmp_path, key="k", n_workers=1, progress=False)
+    resumed = batch.run_batch(unsorted, items(3), tmp_path, key="k", n_workers=1, progress=False)
+    assert resumed.n_cached == 3
+    assert [list(r) for r in fresh.results] == [list(r) for r in resumed.results]
+    assert fresh.results == resumed.results
+    assert list(fresh.frame().columns) == list(resumed.frame().columns)
+
+
 def test_a_failing_scan_does_not_stop_the_others(tmp_path):
     its = items(4) + [{"scan_id": "bad", "x": -1}]
     res = batch.run_batch(square, its, tmp_path, key="k", n_workers=1, progress=False)
