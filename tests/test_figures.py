@@ -20,8 +20,8 @@ from ctac_helpers.rundir import RunDir  # noqa: E402
 from ctac_helpers.stages import STAGES  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-#: Chapters already in the book's chapter shape (figures.show_figure/show_table, a Prerequisites box).
-SHAPED = ("01_cohort.ipynb", "06_subgroups.ipynb", "07_survival_nri.ipynb")
+#: Every chapter has the book's chapter shape (figures.show_figure/show_table, a Prerequisites box).
+SHAPED = tuple(s.notebook for s in STAGES)
 
 
 @pytest.fixture
