@@ -28,7 +28,9 @@ book-quick: venv
 	$(BIN)/ctac-book build --profile quick
 
 test: venv browser
-	$(BIN)/python -m pytest -q
+	# Two workers, whole files each (module fixtures, such as a run of the book, are built once); the slow
+	# files run side by side, which keeps the suite within its 15 minutes on two cores.
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Headless Chromium and its WebDriver from Debian, for the browser test of the built book
 # (tests/test_browser.py). Installed with apt-get when absent: as root, else through sudo.

@@ -57,4 +57,12 @@ def on_grid(image: sitk.Image, reference: sitk.Image) -> sitk.Image:
         return image
     logger.info("resampling a %s label image onto the CT grid %s (nearest neighbour, physical space)",
                 image.GetSize(), reference.GetSize())
-    return sitk.Resample(image, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+    f = sitk.ResampleImageFilter()
+    f.SetReferenceImage(reference)
+    f.SetInterpolator(sitk.sitkNearestNeighbor)
+    f.SetDefaultPixelValue(0)
+    f.SetOutputPixelType(image.GetPixelID())
+    # One work unit: ITK splits the work dynamically, by load, and a voxel centre lying exactly halfway
+    # between two source voxels can then round either way; a whole-image pass gives the same mask every run.
+    f.SetNumberOfWorkUnits(1)
+    return f.Execute(image)

@@ -415,6 +415,15 @@ def logrank(time, event, group) -> LogRankResult:
 # ---------------------------------------------------------------------------------------------
 
 _COX_COLUMNS = ["covariate", "hr", "ci_low", "ci_high", "p", "n", "events"]
+_NO_ESTIMATE = {"hr": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
+_ON_FAILURE = ("raise", "report")
+
+
+def _check_on_failure(on_failure: str) -> bool:
+    """True for ``"report"``; ValueError for anything but ``"raise"`` / ``"report"``."""
+    if on_failure not in _ON_FAILURE:
+        raise ValueError(f"on_failure must be 'raise' or 'report'; got {on_failure!r}")
+    return on_failure == "report"
 
 
 def _survival_frame(df: pd.DataFrame, duration_col: str, event_col: str, covariates: Sequence[str],
@@ -461,7 +470,7 @@ def _fit_cox(data: pd.DataFrame, level: float, context: str) -> CoxPHFitter:
                          "separate deaths from survivors") from err
 
 
-def _hr_rows(cph: CoxPHFitter, covariates: Sequence[str], level: float) -> list[dict]:
+def _hr_rows(cph: CoxPHFitter, covariates: Sequence[str], level: float, report: bool = False) -> list[dict]:
     z = stats.norm.ppf(0.5 + level / 2.0)
     summary = cph.summary
     rows = []
@@ -469,15 +478,20 @@ def _hr_rows(cph: CoxPHFitter, covariates: Sequence[str], level: float) -> list[
         b, se = float(summary.loc[c, "coef"]), float(summary.loc[c, "se(coef)"])
         try:
             hr, lo, hi = math.exp(b), math.exp(b - z * se), math.exp(b + z * se)
-        except OverflowError:  # a ValueError, so that adjusted_hr_by_subgroup can report the subgroup
-            raise ValueError(f"{c}: the hazard ratio's interval overflows (coefficient {b:.3g}, SE {se:.3g}); "
-                             "the groups are separated or too small for a Cox model") from None
-        rows.append({"covariate": c, "hr": hr, "ci_low": lo, "ci_high": hi, "p": float(summary.loc[c, "p"])})
+        except OverflowError:
+            reason = (f"{c}: the hazard ratio's interval overflows (coefficient {b:.3g}, SE {se:.3g}); "
+                      "the groups are separated or too small for a Cox model")
+            if not report:  # a ValueError, so that callers reporting failures can catch it
+                raise ValueError(reason) from None
+            rows.append({"covariate": c, **_NO_ESTIMATE, "note": reason.split(": ", 1)[-1]})
+            continue
+        rows.append({"covariate": c, "hr": hr, "ci_low": lo, "ci_high": hi, "p": float(summary.loc[c, "p"]),
+                     "note": ""})
     return rows
 
 
 def cox_univariate(df: pd.DataFrame, duration_col: str, event_col: str, covariates: Sequence[str], *,
-                   level: float = 0.95) -> pd.DataFrame:
+                   level: float = 0.95, on_failure: str = "raise") -> pd.DataFrame:
     """Hazard ratio of each covariate alone: one Cox proportional hazards model per covariate.
 
     Parameters
@@ -491,13 +505,18 @@ def cox_univariate(df: pd.DataFrame, duration_col: str, event_col: str, covariat
         out of that model only.
     level : float, default 0.95
         Confidence level of the intervals.
+    on_failure : {"raise", "report"}, default "raise"
+        What a covariate whose hazard ratio cannot be estimated (no death among its complete rows, a
+        constant covariate, no convergence, an interval that overflows because the covariate
+        separates deaths from survivors) does: raise, or give a row with NaN estimates and the reason
+        in an added ``note`` column (a small site's data can hold such a covariate).
 
     Returns
     -------
     DataFrame
-        ``covariate, hr, ci_low, ci_high, p, n, events``, one row per covariate in input order: the
-        hazard ratio per unit of the covariate, its Wald interval and p-value, and the patients and
-        deaths in the model.
+        ``covariate, hr, ci_low, ci_high, p, n, events`` (and ``note`` with ``on_failure="report"``),
+        one row per covariate in input order: the hazard ratio per unit of the covariate, its Wald
+        interval and p-value, and the patients and deaths in the model.
 
     Raises
     ------
@@ -514,18 +533,32 @@ def cox_univariate(df: pd.DataFrame, duration_col: str, event_col: str, covariat
     level = _check_level(level)
     if isinstance(covariates, str):
         raise ValueError(f"covariates must be a list of column names; got the string {covariates!r}")
+    report = _check_on_failure(on_failure)
+    if report:  # bad input is an error either way; only estimation failures are reported
+        _check_columns(df, [duration_col, event_col, *covariates], "column(s)")
+        _check_numeric(df, list(covariates))
     rows = []
     for c in covariates:
-        data = _survival_frame(df, duration_col, event_col, [c], f"cox_univariate[{c}]")
-        row = _hr_rows(_fit_cox(data, level, f"cox_univariate[{c}]"), [c], level)[0]
+        context = f"cox_univariate[{c}]"
+        try:
+            data = _survival_frame(df, duration_col, event_col, [c], context)
+            row = _hr_rows(_fit_cox(data, level, context), [c], level, report)[0]
+        except ValueError as err:
+            if not report:
+                raise
+            logger.warning("%s", err)
+            complete = df[[duration_col, event_col, c]].dropna()
+            rows.append({"covariate": c, **_NO_ESTIMATE, "n": len(complete), "events": int(complete[event_col].sum()),
+                         "note": str(err).split(": ", 1)[-1]})
+            continue
         rows.append({**row, "n": len(data), "events": int(data["_event"].sum())})
     if not rows:
         raise ValueError("covariates is empty; expected at least one column name")
-    return pd.DataFrame(rows, columns=_COX_COLUMNS)
+    return pd.DataFrame(rows, columns=_COX_COLUMNS + (["note"] if report else []))
 
 
 def cox_multivariable(df: pd.DataFrame, duration_col: str, event_col: str, covariates: Sequence[str], *,
-                      level: float = 0.95) -> pd.DataFrame:
+                      level: float = 0.95, on_failure: str = "raise") -> pd.DataFrame:
     """Adjusted hazard ratios: one Cox proportional hazards model with all covariates.
 
     Parameters
@@ -539,6 +572,10 @@ def cox_multivariable(df: pd.DataFrame, duration_col: str, event_col: str, covar
         (complete cases).
     level : float, default 0.95
         Confidence level of the intervals.
+    on_failure : {"raise", "report"}, default "raise"
+        What a model that cannot be estimated does: raise, or give NaN estimates with the reason in an
+        added ``note`` column, for the covariate whose interval overflows or, when the model cannot be
+        fitted at all, for every covariate.
 
     Returns
     -------
@@ -560,11 +597,22 @@ def cox_multivariable(df: pd.DataFrame, duration_col: str, event_col: str, covar
        *JAMA* 1982;247:2543-2546.
     """
     level = _check_level(level)
+    report = _check_on_failure(on_failure)
+    columns = _COX_COLUMNS + (["note"] if report else [])
     data = _survival_frame(df, duration_col, event_col, covariates, "cox_multivariable")
-    cph = _fit_cox(data, level, "cox_multivariable")
     n, events = len(data), int(data["_event"].sum())
-    out = pd.DataFrame([{**r, "n": n, "events": events} for r in _hr_rows(cph, list(covariates), level)],
-                       columns=_COX_COLUMNS)
+    try:
+        cph = _fit_cox(data, level, "cox_multivariable")
+    except ValueError as err:
+        if not report:
+            raise
+        logger.warning("%s", err)
+        out = pd.DataFrame([{"covariate": c, **_NO_ESTIMATE, "n": n, "events": events,
+                             "note": str(err).split(": ", 1)[-1]} for c in covariates], columns=columns)
+        out.attrs.update(concordance=np.nan, n=n, events=events)
+        return out
+    out = pd.DataFrame([{**r, "n": n, "events": events} for r in _hr_rows(cph, list(covariates), level, report)],
+                       columns=columns)
     out.attrs.update(concordance=float(cph.concordance_index_), n=n, events=events)
     return out
 
@@ -633,8 +681,7 @@ def adjusted_hr_by_subgroup(df: pd.DataFrame, exposure: str, subgroups: Mapping,
        subgroup analyses in clinical trials. *N Engl J Med* 2007;357:2189-2194.
     """
     level = _check_level(level)
-    if on_failure not in ("raise", "report"):
-        raise ValueError(f"on_failure must be 'raise' or 'report'; got {on_failure!r}")
+    _check_on_failure(on_failure)
     if not isinstance(subgroups, Mapping) or not subgroups:
         raise ValueError("subgroups must be a non-empty mapping {name: boolean mask or column name}")
     if isinstance(adjust_for, str):

@@ -1,5 +1,5 @@
 """The browser check of the built book (ctac_helpers.browser): headless Chromium on hand-made pages with
-known faults, then on the quick book.
+known faults. The quick book itself is checked in test_end_to_end.py, which builds it.
 
 Chromium and chromedriver come from Debian (`make browser`, which `make test` runs); without them these
 tests fail with a message saying what to install.
@@ -220,16 +220,3 @@ def test_cli_check_html_without_a_book(tmp_path, capsys):
     rc = cli.main(["check-html", "--run-dir", str(tmp_path / "run"), "--html", str(tmp_path / "absent")])
     assert rc == 2
     assert "no HTML page in" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-def test_the_quick_book_in_the_browser(built, capsys):
-    root, run_dir = built
-    html = root / "_build" / "html"
-    rc = cli.main(["check-html", "--profile", "quick", "--run-dir", str(run_dir), "--html", str(html)])
-    out = capsys.readouterr().out
-    assert rc == 0, out
-    pages = browser.list_pages(html)
-    assert {"index.html", "book/scorecard.html", "notebooks/05_models.html"} <= set(pages)
-    shots = sorted(p.name for p in (run_dir / "screenshots").iterdir())
-    assert shots == sorted(browser.screenshot_name(p) for p in pages)

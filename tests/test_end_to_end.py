@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from ctac_helpers import cli
+from ctac_helpers import browser, cli
 from ctac_helpers.stages import STAGES
 
 pytestmark = pytest.mark.slow
@@ -103,3 +103,15 @@ def test_models_chapter(built):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
     page = (root / "_build" / "html" / "notebooks" / "05_models.html").read_text(encoding="utf-8")
     assert "Supplementary Table 10" in page and "<img" in page
+
+
+def test_the_quick_book_in_the_browser(built, capsys):
+    root, run_dir = built
+    html = root / "_build" / "html"
+    rc = cli.main(["check-html", "--profile", "quick", "--run-dir", str(run_dir), "--html", str(html)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    pages = browser.list_pages(html)
+    assert {"index.html", "book/scorecard.html", "notebooks/05_models.html"} <= set(pages)
+    shots = sorted(p.name for p in (run_dir / "screenshots").iterdir())
+    assert shots == sorted(browser.screenshot_name(p) for p in pages)

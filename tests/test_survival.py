@@ -247,6 +247,38 @@ def test_cox_univariate_needs_events():
         sv.cox_univariate(df, "followup_years", "death", ["x"])
 
 
+def _separated(n=300, seed=3):
+    """A cohort whose flag ``sep`` is 1 only among survivors: its hazard ratio is 0, not estimable."""
+    df = _exponential_cohort(n, math.log(2.0), seed=seed)
+    df["sep"] = 0.0
+    df.loc[df["death"].eq(0) & (np.arange(n) % 3 == 0), "sep"] = 1.0
+    return df
+
+
+def test_cox_univariate_reports_a_covariate_it_cannot_estimate():
+    df = _separated()
+    with pytest.raises(ValueError, match="sep"):
+        sv.cox_univariate(df, "followup_years", "death", ["x", "sep"])
+    out = sv.cox_univariate(df, "followup_years", "death", ["x", "sep"], on_failure="report")
+    assert list(out.columns) == ["covariate", "hr", "ci_low", "ci_high", "p", "n", "events", "note"]
+    assert out.loc[0, "note"] == "" and out.loc[0, "hr"] > 1
+    assert np.isnan(out.loc[1, ["hr", "ci_low", "ci_high", "p"]].astype(float)).all() and out.loc[1, "note"]
+    assert (out.loc[1, "n"], out.loc[1, "events"]) == (len(df), int(df["death"].sum()))
+    with pytest.raises(ValueError, match="not in the DataFrame"):  # bad input is still an error
+        sv.cox_univariate(df, "followup_years", "death", ["nope"], on_failure="report")
+    with pytest.raises(ValueError, match="'raise' or 'report'"):
+        sv.cox_univariate(df, "followup_years", "death", ["x"], on_failure="skip")
+
+
+def test_cox_multivariable_reports_the_covariate_it_cannot_estimate():
+    df = _separated()
+    with pytest.raises(ValueError, match="sep"):
+        sv.cox_multivariable(df, "followup_years", "death", ["x", "sep"])
+    out = sv.cox_multivariable(df, "followup_years", "death", ["x", "sep"], on_failure="report")
+    assert out["covariate"].tolist() == ["x", "sep"] and out.loc[0, "note"] == ""
+    assert np.isfinite(out.loc[0, "hr"]) and np.isnan(out.loc[1, "hr"]) and out.loc[1, "note"]
+
+
 # --- adjusted HR by subgroup -----------------------------------------------------------------
 
 def _exposure_cohort(n, *, seed):
