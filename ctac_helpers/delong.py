@@ -25,9 +25,11 @@ Sun & Xu (2014) obtain the components from midranks in ``O((m + n) log(m + n))``
 
 where ``T_X``, ``T_Y`` and ``T_Z`` are the midranks of ``x_i`` among the positives, of ``y_j`` among
 the negatives, and of either among all patients. This module follows pROC (Robin et al., 2011) in
-its tests and intervals: the paired test uses ``z = (AUC_a - AUC_b) / sqrt(S_aa + S_bb - 2 S_ab)``,
-the unpaired test ``z = (AUC_a - AUC_b) / sqrt(var_a + var_b)``, and the confidence interval of an
-AUC is the plain normal interval ``AUC +/- z_{1-alpha/2} sqrt(var)`` cut to [0, 1].
+its tests and intervals: the paired test uses ``z = (AUC_a - AUC_b) / sqrt(S_aa + S_bb - 2 S_ab)``
+against the standard normal; the unpaired test ``D = (AUC_a - AUC_b) / sqrt(var_a + var_b)`` against
+Student's t with Welch-Satterthwaite-type degrees of freedom (see :func:`delong_test_unpaired`); and
+the confidence interval of an AUC is the plain normal interval ``AUC +/- z_{1-alpha/2} sqrt(var)``
+cut to [0, 1].
 
 References
 ----------
@@ -61,6 +63,7 @@ __all__ = [
     "delong_covariance",
     "delong_test",
     "delong_test_unpaired",
+    "welch_df",
 ]
 
 
@@ -216,25 +219,33 @@ class DeLongUnpairedResult:
         ``auc_a - auc_b``.
     se : float
         ``sqrt(var_a + var_b)`` with the DeLong variance of each AUC.
-    z : float
-        ``difference / se`` (0 when both are 0, +/-inf when only ``se`` is 0).
+    statistic : float
+        ``difference / se`` (pROC's ``D``); 0 when both are 0, +/-inf when only ``se`` is 0.
+    df : float
+        Degrees of freedom of the t distribution the statistic is compared with (pROC's ``df``):
+        ``(var_a + var_b)^2 / (var_a^2 / (N_a - 1) + var_b^2 / (N_b - 1))``; ``inf`` for the normal
+        distribution; NaN when both variances are 0 (the p-value is then 1 or 0, as for ``se``).
     p_value : float
-        Two-sided p-value; 1 when the difference is 0.
+        Two-sided p-value of ``statistic`` under ``distribution``; 1 when the difference is 0.
     ci_a, ci_b : tuple of float
         Normal confidence intervals of each AUC.
     level : float
         Confidence level of the intervals.
+    distribution : str
+        ``"t"`` (pROC's test) or ``"normal"``.
     """
 
     auc_a: float
     auc_b: float
     difference: float
     se: float
-    z: float
+    statistic: float
+    df: float
     p_value: float
     ci_a: tuple[float, float]
     ci_b: tuple[float, float]
     level: float
+    distribution: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +364,21 @@ def _normal_ci(estimate: float, se: float, level: float, clip: bool = True) -> t
     return float(lo), float(hi)
 
 
+def _two_sided_p(statistic: float, df: float = math.inf) -> float:
+    """Two-sided p-value of ``statistic`` under the standard normal (``df`` infinite) or Student's t.
+
+    ``2 * sf(|statistic|)`` rather than ``2 * (1 - cdf)`` keeps small p-values accurate down to the
+    smallest float; a p-value below even that is 0, and is logged with its logarithm (from ``logsf``)
+    rather than passing silently.
+    """
+    dist = stats.norm if math.isinf(df) else stats.t(df)
+    p = float(2.0 * dist.sf(abs(statistic)))
+    if p == 0.0 and math.isfinite(statistic):
+        log10_p = (math.log(2.0) + float(dist.logsf(abs(statistic)))) / math.log(10.0)
+        logger.info("statistic %.6g: the two-sided p-value underflows to 0 (log10 p = %.6g)", statistic, log10_p)
+    return p
+
+
 def _z_and_p(difference: float, variance: float) -> tuple[float, float, float]:
     """SE, z and two-sided p of a difference with the given variance (see :func:`_z_and_p_se`)."""
     # Round-off can leave a tiny negative variance for (nearly) identical scores.
@@ -360,16 +386,65 @@ def _z_and_p(difference: float, variance: float) -> tuple[float, float, float]:
     return (se,) + _z_and_p_se(difference, se)
 
 
-def _z_and_p_se(difference: float, se: float) -> tuple[float, float]:
-    """z and two-sided p; a zero SE gives p = 1 when the difference is 0, else p = 0."""
+def _z_and_p_se(difference: float, se: float, df: float = math.inf) -> tuple[float, float]:
+    """Statistic ``difference / se`` and its two-sided p (standard normal, or Student's t with ``df``).
+
+    A zero SE gives p = 1 when the difference is 0, else p = 0.
+    """
     if se == 0.0:
         if difference == 0.0:
             return 0.0, 1.0
-        logger.warning("AUC difference %.6g with zero standard error: z is infinite and p = 0", difference)
+        logger.warning("AUC difference %.6g with zero standard error: the statistic is infinite and p = 0",
+                       difference)
         return math.copysign(math.inf, difference), 0.0
     z = difference / se
-    # 2 * sf(|z|) rather than 2 * (1 - cdf) keeps small p-values accurate.
-    return z, float(2.0 * stats.norm.sf(abs(z)))
+    return z, _two_sided_p(z, df)
+
+
+def welch_df(var_a: float, var_b: float, n_a: int, n_b: int) -> float:
+    """Degrees of freedom of pROC's unpaired DeLong test (a Welch-Satterthwaite-type formula).
+
+    Parameters
+    ----------
+    var_a, var_b : float
+        DeLong variances of the two AUCs (>= 0).
+    n_a, n_b : int
+        Numbers of patients (positives and negatives together) in each sample, at least 2.
+
+    Returns
+    -------
+    float
+        ``(var_a + var_b)^2 / (var_a^2 / (n_a - 1) + var_b^2 / (n_b - 1))``; NaN when both variances
+        are 0.
+
+    Raises
+    ------
+    ValueError
+        If a variance is negative or not finite, or a sample has fewer than 2 patients.
+
+    Notes
+    -----
+    pROC's ``delong.unpaired.test`` (R/delong.R) computes ``df <- ((SR) + (SS))^2 / (((SR)^2 /
+    (ntotR - 1)) + ((SS)^2 / (ntotS - 1)))`` with ``SR``, ``SS`` the DeLong variances and ``ntotR``,
+    ``ntotS`` the numbers of cases plus controls. Unlike Welch's t test, the variances are those of the
+    AUCs and the sample sizes are whole samples, not per-class counts.
+
+    References
+    ----------
+    .. [1] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
+    .. [2] Satterthwaite FE. An approximate distribution of estimates of variance components.
+       *Biometrics Bulletin* 1946;2:110-114.
+    """
+    for name, v in (("var_a", var_a), ("var_b", var_b)):
+        if not (math.isfinite(v) and v >= 0.0):
+            raise ValueError(f"{name} must be a finite variance >= 0; got {v}")
+    for name, n in (("n_a", n_a), ("n_b", n_b)):
+        if n < 2:
+            raise ValueError(f"{name} must be at least 2 (a positive and a negative); got {n}")
+    denominator = var_a ** 2 / (n_a - 1) + var_b ** 2 / (n_b - 1)
+    if denominator == 0.0:
+        return math.nan
+    return float((var_a + var_b) ** 2 / denominator)
 
 
 def auc_ci_delong(y_true, score, level: float = 0.95) -> AUCInterval:
@@ -468,7 +543,12 @@ def delong_test(y_true, score_a, score_b, level: float = 0.95) -> DeLongResult:
         correlation=corr, level=level, n_positive=m, n_negative=labels.size - m)
 
 
-def delong_test_unpaired(y_a, score_a, y_b, score_b, level: float = 0.95) -> DeLongUnpairedResult:
+#: Reference distributions of :func:`delong_test_unpaired`'s statistic.
+UNPAIRED_DISTRIBUTIONS = ("t", "normal")
+
+
+def delong_test_unpaired(y_a, score_a, y_b, score_b, level: float = 0.95, *,
+                         distribution: str = "t") -> DeLongUnpairedResult:
     """Compare the AUCs of two independent samples, e.g. one model in men and in women.
 
     Parameters
@@ -479,33 +559,60 @@ def delong_test_unpaired(y_a, score_a, y_b, score_b, level: float = 0.95) -> DeL
         Binary outcome and finite scores of the second sample.
     level : float, default 0.95
         Confidence level of the intervals of each AUC.
+    distribution : {"t", "normal"}, default "t"
+        Reference distribution of the statistic: ``"t"``, Student's t with the degrees of freedom of
+        :func:`welch_df`, as pROC's ``roc.test(method="delong", paired=FALSE)`` does; ``"normal"``, the
+        standard normal (a z test, as the paired test), which gives smaller p-values in small samples.
 
     Returns
     -------
     DeLongUnpairedResult
-        AUCs, difference, ``se = sqrt(var_a + var_b)``, z and two-sided p-value.
+        AUCs, difference, ``se = sqrt(var_a + var_b)``, the statistic, its degrees of freedom and the
+        two-sided p-value.
 
     Raises
     ------
     ValueError
-        On invalid labels or scores in either sample, or a level outside (0, 1).
+        On invalid labels or scores in either sample, a level outside (0, 1), or an unknown
+        ``distribution``.
 
     Notes
     -----
     The samples share no patient, so the AUCs are independent and the variance of the difference is
-    the sum of the DeLong variances (pROC's ``roc.test(method="delong", paired=FALSE)``).
+    the sum of the DeLong variances. pROC's ``delong.unpaired.test`` (R/delong.R, used by
+    ``roc.test(method="delong", paired=FALSE)``) computes
+
+    .. math::
+
+        D = \\frac{AUC_a - AUC_b}{\\sqrt{V_a + V_b}}, \\qquad
+        df = \\frac{(V_a + V_b)^2}{V_a^2 / (N_a - 1) + V_b^2 / (N_b - 1)},
+
+    with ``V`` the DeLong variance of each AUC and ``N`` the number of patients (cases plus controls)
+    of each sample, and reports ``p = 2 * pt(-|D|, df)``. The default here is the same; the only
+    difference from pROC is that a sample with a single positive or negative gets variance terms of 0
+    (see :func:`delong_covariance`) where pROC gets NaN. When both variances are 0, ``df`` is NaN and
+    ``p`` is 1 for a zero difference, 0 otherwise.
 
     References
     ----------
     .. [1] DeLong ER, DeLong DM, Clarke-Pearson DL. *Biometrics* 1988;44:837-845.
     .. [2] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
+    .. [3] Satterthwaite FE. *Biometrics Bulletin* 1946;2:110-114.
     """
+    if distribution not in UNPAIRED_DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {', '.join(map(repr, UNPAIRED_DISTRIBUTIONS))}; "
+                         f"got {distribution!r}")
     level = _check_level(level)
     labels_a, labels_b = _as_labels(y_a, "y_a"), _as_labels(y_b, "y_b")
     ci_a = _auc_interval(labels_a, _as_score_1d(score_a, labels_a.size, "score_a"), level)
     ci_b = _auc_interval(labels_b, _as_score_1d(score_b, labels_b.size, "score_b"), level)
     difference = ci_a.auc - ci_b.auc
-    se, z, p = _z_and_p(difference, ci_a.variance + ci_b.variance)
-    return DeLongUnpairedResult(auc_a=ci_a.auc, auc_b=ci_b.auc, difference=difference, se=se, z=z,
-                                p_value=p, ci_a=(ci_a.ci_low, ci_a.ci_high),
-                                ci_b=(ci_b.ci_low, ci_b.ci_high), level=level)
+    if distribution == "t":
+        df = welch_df(ci_a.variance, ci_b.variance, labels_a.size, labels_b.size)
+    else:
+        df = math.inf
+    se = math.sqrt(ci_a.variance + ci_b.variance)
+    statistic, p = _z_and_p_se(difference, se, df)
+    return DeLongUnpairedResult(auc_a=ci_a.auc, auc_b=ci_b.auc, difference=difference, se=se,
+                                statistic=statistic, df=df, p_value=p, ci_a=(ci_a.ci_low, ci_a.ci_high),
+                                ci_b=(ci_b.ci_low, ci_b.ci_high), level=level, distribution=distribution)

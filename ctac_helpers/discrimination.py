@@ -233,8 +233,10 @@ def subset_comparison_table(y, scores_a: pd.DataFrame, scores_b: pd.DataFrame, m
     Returns
     -------
     DataFrame
-        ``model, label, auc_<a>, ci_<a>, auc_<b>, ci_<b>, difference, p, p_text, paper_p``
-        (``difference`` = a - b; ``p`` from the paired DeLong test).
+        ``model, label, auc_<a>, ci_<a>, auc_<b>, ci_<b>, difference, p, p_text, paper_p, ci_low_<a>,
+        ci_high_<a>, ci_low_<b>, ci_high_<b>`` (``difference`` = a - b; ``p`` from the paired DeLong
+        test; ``ci_<a>`` is the interval as the page shows it, ``ci_low_<a>`` and ``ci_high_<a>`` its
+        bounds at full precision).
     """
     y = _labels(y)
     _check_columns(scores_a, models)
@@ -254,5 +256,7 @@ def subset_comparison_table(y, scores_a: pd.DataFrame, scores_b: pd.DataFrame, m
                      f"auc_{la}": r.auc_a, f"ci_{la}": ci(boot_a, m),
                      f"auc_{lb}": r.auc_b, f"ci_{lb}": ci(boot_b, m),
                      "difference": r.difference, "p": r.p_value, "p_text": format_p(r.p_value),
-                     "paper_p": str((paper_p or {}).get(m, ""))})
+                     "paper_p": str((paper_p or {}).get(m, "")),
+                     f"ci_low_{la}": boot_a.at[m, "ci_low"], f"ci_high_{la}": boot_a.at[m, "ci_high"],
+                     f"ci_low_{lb}": boot_b.at[m, "ci_low"], f"ci_high_{lb}": boot_b.at[m, "ci_high"]})
     return pd.DataFrame(rows)

@@ -89,13 +89,21 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _float_text(value) -> str:
+    """A float at full precision: the shortest text that reads back as the same value, ``.0`` dropped."""
+    text = str(value)  # Python's and NumPy's shortest round-trip repr (``1e-05``, ``0.1``, ``1500.0``)
+    return text[:-2] if text.endswith(".0") else text
+
+
 def table_to_csv_text(df: pd.DataFrame) -> str:
     """Render a tidy table as CSV text, byte-identical for identical content.
 
-    Floats are written with ``%.6g`` so that platform-dependent last-bit noise does not change the
-    file; missing values are empty fields.
+    Floats are written at full precision (the shortest text that reads back as the same number, with
+    an integral value written without ``.0``: ``1500``, ``0.123456789012``, ``5e-324``), so that the CSV
+    holds the computed values rather than a rounding of them; rounding belongs to the page's view
+    (:func:`ctac_helpers.figures.show_table`). Missing values are empty fields.
     """
-    return df.to_csv(index=False, float_format="%.6g", lineterminator="\n")
+    return df.to_csv(index=False, float_format=_float_text, lineterminator="\n")
 
 
 class RunDir:

@@ -4,7 +4,8 @@ The paper compares the AUC of the All model between men and women, patients youn
 aged 65 or more, and Black and White patients among those whose race was recorded (Supplementary
 Fig. 3), and across sites and CT protocols with Yale as reference (Supplementary Table 6). The two
 sides of a comparison share no patient, so each AUC has its DeLong variance and the difference is
-tested with ``z = (AUC_a - AUC_b) / sqrt(var_a + var_b)`` (pROC's unpaired DeLong test,
+tested with ``D = (AUC_a - AUC_b) / sqrt(var_a + var_b)`` against Student's t with
+Welch-Satterthwaite-type degrees of freedom (pROC's unpaired DeLong test,
 :func:`ctac_helpers.delong.delong_test_unpaired`).
 
 A comparison is defined as data: a cohort column and two ``(label, operator, value)`` rules,

@@ -35,10 +35,29 @@ def add_derived_columns(cohort: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+#: Below this a p-value prints as ``< 1e-300`` rather than ``<0.001``: it is then near or past the end of
+#: double precision (subnormal below about 2.2e-308, 0 below about 5e-324), where its digits mean
+#: nothing, and a p-value that underflowed to 0 must not pass for an ordinary small one.
+P_FLOOR = 1e-300
+
+
 def format_p(p: float) -> str:
-    """p-values as the paper prints them: ``<0.001`` or three decimals."""
+    """p-values as the paper prints them: ``<0.001`` or three decimals; ``< 1e-300`` below :data:`P_FLOOR`.
+
+    Parameters
+    ----------
+    p : float or None
+        A p-value; 0 (an underflow) and subnormal values print as ``< 1e-300``.
+
+    Returns
+    -------
+    str
+        ``"< 1e-300"``, ``"<0.001"``, ``"0.020"``..., or ``""`` for a missing or non-finite value.
+    """
     if p is None or not np.isfinite(p):
         return ""
+    if p < P_FLOOR:
+        return "< 1e-300"
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 

@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 from sklearn.metrics import roc_auc_score
 
 from ctac_helpers import delong
@@ -186,28 +186,115 @@ def test_zero_se_with_nonzero_difference_gives_p_zero():
 
 # --- unpaired test -------------------------------------------------------------------------------
 
-def test_unpaired_matches_formula_and_is_antisymmetric():
+def test_unpaired_matches_proc_formula_and_is_antisymmetric():
     ya, sa = _tied_data(11, n=150)
     yb, sb = _tied_data(12, n=90)
-    ca, cb = delong.auc_ci_delong(ya, sa[1]), delong.auc_ci_delong(yb, sb[0])
     r = delong.delong_test_unpaired(ya, sa[1], yb, sb[0])
-    se = math.sqrt(ca.variance + cb.variance)
-    assert r.difference == pytest.approx(ca.auc - cb.auc, abs=1e-15)
-    assert r.se == pytest.approx(se, abs=1e-15)
-    assert r.z == pytest.approx((ca.auc - cb.auc) / se, abs=1e-12)
-    assert r.p_value == pytest.approx(2 * stats.norm.sf(abs(r.z)), abs=1e-12)
+    # pROC's delong.unpaired.test from the O(m n) placements: D = diff / sqrt(SR + SS),
+    # df = (SR + SS)^2 / (SR^2 / (ntotR - 1) + SS^2 / (ntotS - 1)), p = 2 pt(-|D|, df).
+    (auc_a,), var_a = _naive_delong(ya, sa[1])
+    (auc_b,), var_b = _naive_delong(yb, sb[0])
+    var_a, var_b = var_a[0, 0], var_b[0, 0]
+    se = math.sqrt(var_a + var_b)
+    df = (var_a + var_b) ** 2 / (var_a ** 2 / (ya.size - 1) + var_b ** 2 / (yb.size - 1))
+    assert r.distribution == "t"
+    assert r.difference == pytest.approx(auc_a - auc_b, abs=1e-12)
+    assert r.se == pytest.approx(se, abs=1e-12)
+    assert r.statistic == pytest.approx((auc_a - auc_b) / se, abs=1e-10)
+    assert r.df == pytest.approx(df, rel=1e-10)
+    assert r.p_value == pytest.approx(2 * stats.t.sf(abs(r.statistic), df), abs=1e-12)
+    ca = delong.auc_ci_delong(ya, sa[1])
     assert r.ci_a == (ca.ci_low, ca.ci_high)
-    # The naive definition gives the same variances.
-    assert ca.variance == pytest.approx(_naive_delong(ya, sa[1])[1][0, 0], abs=1e-12)
     back = delong.delong_test_unpaired(yb, sb[0], ya, sa[1])
-    assert (back.z, back.p_value) == (pytest.approx(-r.z, abs=1e-14), pytest.approx(r.p_value, abs=1e-14))
+    assert (back.statistic, back.df, back.p_value) == (pytest.approx(-r.statistic, abs=1e-14),
+                                                        pytest.approx(r.df, rel=1e-14),
+                                                        pytest.approx(r.p_value, abs=1e-14))
+
+
+def test_unpaired_normal_variant_is_a_z_test():
+    ya, sa = _tied_data(11, n=150)
+    yb, sb = _tied_data(12, n=90)
+    t = delong.delong_test_unpaired(ya, sa[1], yb, sb[0])
+    z = delong.delong_test_unpaired(ya, sa[1], yb, sb[0], distribution="normal")
+    assert (z.distribution, z.df) == ("normal", math.inf)
+    assert (z.statistic, z.se, z.difference) == (t.statistic, t.se, t.difference)
+    assert z.p_value == pytest.approx(2 * stats.norm.sf(abs(z.statistic)), abs=1e-14)
+
+
+def test_unpaired_hand_computed_t_and_df():
+    # Sample a: y = [0,0,1,1], score = [0.1,0.4,0.35,0.8]: AUC 3/4, DeLong variance 1/8 (see
+    # test_hand_computed_variance_and_interval). Sample b: [0.2,0.5,0.5,0.9]: AUC 7/8, variance 1/32.
+    # V = 1/8 + 1/32 = 5/32; D = (3/4 - 7/8) / sqrt(5/32) = -1/sqrt(10);
+    # df = (5/32)^2 / ((1/8)^2 / 3 + (1/32)^2 / 3) = (25/1024) / (17/3072) = 75/17.
+    y = [0, 0, 1, 1]
+    r = delong.delong_test_unpaired(y, [0.1, 0.4, 0.35, 0.8], y, [0.2, 0.5, 0.5, 0.9])
+    assert r.difference == -0.125
+    assert r.se == pytest.approx(math.sqrt(5 / 32), abs=1e-15)
+    assert r.statistic == pytest.approx(-1 / math.sqrt(10), abs=1e-14)
+    assert r.df == pytest.approx(75 / 17, rel=1e-14)
+    assert r.p_value == pytest.approx(2 * stats.t.sf(1 / math.sqrt(10), 75 / 17), abs=1e-14)
+    # the same by the incomplete beta function: P(|T| > t) = I_{df / (df + t^2)}(df / 2, 1 / 2)
+    assert r.p_value == pytest.approx(special.betainc(75 / 34, 0.5, (75 / 17) / (75 / 17 + 0.1)), abs=1e-14)
+    # against the normal: 2 (1 - Phi(1 / sqrt(10))) = erfc(1 / sqrt(20)) is smaller
+    z = delong.delong_test_unpaired(y, [0.1, 0.4, 0.35, 0.8], y, [0.2, 0.5, 0.5, 0.9], distribution="normal")
+    assert z.p_value == pytest.approx(math.erfc(1 / math.sqrt(20)), abs=1e-14) and z.p_value < r.p_value
+
+
+def test_unpaired_t_p_exceeds_normal_p_in_small_groups():
+    rng = np.random.default_rng(21)
+    for _ in range(5):
+        ya, yb = np.tile([0, 1], 6), np.tile([0, 1], 5)
+        sa = ya * 1.5 + rng.normal(size=ya.size)
+        sb = rng.normal(size=yb.size)
+        t = delong.delong_test_unpaired(ya, sa, yb, sb)
+        z = delong.delong_test_unpaired(ya, sa, yb, sb, distribution="normal")
+        assert t.df < 30 and t.statistic != 0
+        assert t.p_value > z.p_value
+    # In large groups the t distribution approaches the normal.
+    ya, sa = _tied_data(15, n=3000, k=1)
+    yb, sb = _tied_data(16, n=3000, k=1)
+    t = delong.delong_test_unpaired(ya, sa[0] * 2, yb, sb[0])
+    z = delong.delong_test_unpaired(ya, sa[0] * 2, yb, sb[0], distribution="normal")
+    assert t.df > 1000 and t.p_value == pytest.approx(z.p_value, rel=1e-2)
 
 
 def test_unpaired_same_sample_twice_has_p_one():
     y, s = _tied_data(13)
     r = delong.delong_test_unpaired(y, s[0], y, s[0])
-    assert (r.difference, r.z, r.p_value) == (0.0, 0.0, 1.0)
+    assert (r.difference, r.statistic, r.p_value) == (0.0, 0.0, 1.0)
     assert r.se == pytest.approx(math.sqrt(2) * delong.auc_ci_delong(y, s[0]).se)
+    # equal variances and sizes: df = (2V)^2 / (2 V^2 / (N - 1)) = 2 (N - 1)
+    assert r.df == pytest.approx(2 * (y.size - 1), rel=1e-12)
+
+
+def test_unpaired_zero_variances():
+    # Both samples perfectly separated: no spread, df undefined; equal AUCs give p = 1.
+    y = [0, 0, 1, 1]
+    r = delong.delong_test_unpaired(y, [1, 2, 3, 4], y, [5, 6, 7, 8])
+    assert (r.difference, r.se, r.statistic, r.p_value) == (0.0, 0.0, 0.0, 1.0) and math.isnan(r.df)
+    # One sample without spread: df is the other sample's N - 1.
+    r = delong.delong_test_unpaired(y, [1, 2, 3, 4], [0, 0, 0, 1, 1], [0.1, 0.4, 0.2, 0.35, 0.8])
+    assert r.df == pytest.approx(4.0, rel=1e-14)
+
+
+def test_unpaired_rejects_unknown_distribution():
+    y = [0, 0, 1, 1]
+    with pytest.raises(ValueError, match="'t', 'normal'"):
+        delong.delong_test_unpaired(y, [1, 2, 3, 4], y, [1, 2, 3, 4], distribution="z")
+
+
+def test_p_value_underflow_is_zero_and_logged(caplog):
+    # A perfect score against a random one in 40,000 patients: z is about 100, beyond the smallest float.
+    rng = np.random.default_rng(3)
+    y = np.tile([0, 1], 20000)
+    perfect = y + rng.random(y.size) * 0.5
+    noise = rng.random(y.size)
+    with caplog.at_level("INFO", logger="ctac_helpers.delong"):
+        r = delong.delong_test(y, perfect, noise)
+    assert r.z > 40 and r.p_value == 0.0
+    expected = (math.log(2) + stats.norm.logsf(r.z)) / math.log(10)  # about -2000
+    messages = [rec.getMessage() for rec in caplog.records if "underflows" in rec.getMessage()]
+    assert len(messages) == 1 and f"log10 p = {expected:.6g}" in messages[0]
 
 
 def test_level_changes_interval_width():

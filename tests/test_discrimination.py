@@ -87,5 +87,9 @@ def test_subset_comparison_table_same_scores_give_no_difference(toy):
                                      labels=("15", "32"), paper_p={"ai_ctac": "0.40"})
     assert t.loc[0, "difference"] == 0 and t.loc[0, "p"] == 1.0 and t.loc[0, "paper_p"] == "0.40"
     assert t.loc[0, "ci_15"] == t.loc[0, "ci_32"]
+    # the interval's bounds at full precision beside the rounded text the page shows
+    lo, hi = t.loc[0, "ci_low_15"], t.loc[0, "ci_high_15"]
+    assert 0 < lo < t.loc[0, "auc_15"] < hi < 1 and t.loc[0, "ci_15"] == f"{lo:.3f}-{hi:.3f}"
+    assert (t.loc[0, "ci_low_32"], t.loc[0, "ci_high_32"]) == (lo, hi)
     with pytest.raises(ValueError, match="same patients"):
         disc.subset_comparison_table(y, scores, scores.iloc[:10], ["ai_ctac"], n_resamples=100, seed=1)

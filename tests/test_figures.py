@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output  # noqa: E402
 
 import fakebook  # noqa: E402
-from ctac_helpers import book, figures  # noqa: E402
+from ctac_helpers import book, figures, tables  # noqa: E402
 from ctac_helpers.rundir import RunDir  # noqa: E402
 from ctac_helpers.stages import STAGES  # noqa: E402
 
@@ -121,6 +121,20 @@ def test_show_table_writes_the_tidy_table_and_shows_the_view(tmp_path, shown):
     figures.show_table(rd, "table1", tidy, "Table 1 | again", write=False)  # already written: only shown
     with pytest.raises(FileNotFoundError):
         figures.show_table(rd, "never_written", tidy, "x", write=False)
+
+
+def test_show_table_writes_full_precision_and_shows_the_rounded_view(tmp_path, shown):
+    rd = RunDir(tmp_path / "run")
+    tidy = pd.DataFrame({"model": ["all"], "auc": [0.123456789012], "p": [0.0]})
+    figures.show_table(rd, "supp_table3", tidy, "Supplementary Table 3 | AUCs", precision=3,
+                       formats={"p": tables.format_p})
+    csv = rd.table_path("supp_table3").read_text()
+    assert csv == "model,auc,p\nall,0.123456789012,0\n"
+    assert rd.read_table("supp_table3")["auc"].iloc[0] == 0.123456789012
+    md, page = shown[-1]["text/markdown"], shown[-1]["text/html"]
+    # the page rounds: three decimals, the underflowed p-value as "< 1e-300"
+    assert "| all | 0.123 | \\< 1e-300 |" in md and "0.1234" not in md
+    assert "<td>0.123</td>" in page and "<td>&lt; 1e-300</td>" in page
 
 
 # -- the chapters ----------------------------------------------------------------------------------------

@@ -49,12 +49,29 @@ def test_json_is_sorted_and_stable(tmp_path):
 def test_csv_bytes_are_deterministic(tmp_path):
     df = pd.DataFrame({"variable": ["age", "bmi"], "median": [64.123456789, np.nan], "n": [10, 20]})
     text = table_to_csv_text(df)
-    assert text == "variable,median,n\nage,64.1235,10\nbmi,,20\n"
+    assert text == "variable,median,n\nage,64.123456789,10\nbmi,,20\n"
     rd = RunDir(tmp_path / "run")
     first = file_sha256(rd.write_table("table1", df))
-    # last-bit float noise does not change the bytes
-    noisy = df.assign(median=df["median"] * (1 + 1e-12))
-    assert file_sha256(rd.write_table("table1", noisy)) == first
+    assert file_sha256(rd.write_table("table1", df.copy())) == first
+    # the CSV holds the values, not a rounding of them: a change in the 12th digit shows
+    changed = df.assign(median=df["median"] * (1 + 1e-12))
+    assert file_sha256(rd.write_table("table1", changed)) != first
+
+
+def test_csv_keeps_full_float_precision(tmp_path):
+    values = [0.123456789012, 1 / 3, 2.0 ** -52, 5e-324, 1e300, -0.0, 0.0, 1500.0, 1234567.0, np.nan]
+    df = pd.DataFrame({"x": values, "f32": np.float32(0.1), "label": "a"})
+    text = table_to_csv_text(df)
+    lines = text.splitlines()
+    assert lines[1] == "0.123456789012,0.1,a"
+    # integral floats without ".0" (as before), every other float to the last digit
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        "0.123456789012", "0.3333333333333333", "2.220446049250313e-16", "5e-324", "1e+300", "-0", "0",
+        "1500", "1234567", ""]
+    rd = RunDir(tmp_path / "run")
+    back = rd.read_table(rd.write_table("t", df).stem)
+    assert back["x"].tolist()[:-1] == values[:-1] and np.isnan(back["x"].iloc[-1])
+    assert (back["f32"].astype(np.float32) == np.float32(0.1)).all()
 
 
 def test_rundir_creates_layout_and_round_trips(tmp_path):

@@ -169,6 +169,23 @@ def test_logrank_more_groups_and_label_invariance():
     assert sv.logrank(t, e, recoded).statistic == pytest.approx(res.statistic, rel=1e-10)
 
 
+def test_logrank_p_underflow_is_logged(caplog):
+    # 1,000 deaths in group A before any in group B (which has none): chi-square about 2,500 on 1 df,
+    # whose upper tail (about 1e-540) is below the smallest float.
+    n = 1000
+    t = np.r_[np.arange(1.0, n + 1), np.full(n, n + 10.0)]
+    e = np.r_[np.ones(n), np.zeros(n)]
+    g = np.r_[np.full(n, "A"), np.full(n, "B")]
+    with caplog.at_level(logging.INFO, logger="ctac_helpers.survival"):
+        res = sv.logrank(t, e, g)
+    assert res.statistic > 2000 and res.p_value == 0.0
+    assert "underflows" in caplog.text
+    # a large but representable statistic keeps its digits (2 (1 - Phi(sqrt(x))) for 1 df)
+    res = sv.logrank(t[n - 400:n + 400], e[n - 400:n + 400], g[n - 400:n + 400])
+    assert 0.0 < res.p_value < 1e-100
+    assert res.p_value == pytest.approx(2 * stats.norm.sf(math.sqrt(res.statistic)), rel=1e-9)
+
+
 def test_logrank_errors():
     with pytest.raises(ValueError, match="at least two groups"):
         sv.logrank([1, 2], [1, 0], ["a", "a"])
@@ -212,7 +229,8 @@ def test_cox_univariate_fits_each_covariate_alone_and_drops_missing_per_model():
     df.loc[:9, "z"] = np.nan
     out = sv.cox_univariate(df, "followup_years", "death", ["x", "z"])
     assert out["n"].tolist() == [600, 590]
-    ref = CoxPHFitter().fit(df[["followup_years", "death", "z"]].dropna(), "followup_years", "death")
+    ref = CoxPHFitter().fit(df[["followup_years", "death", "z"]].dropna(), "followup_years", "death",
+                            fit_options=dict(sv.COX_FIT_OPTIONS))
     assert out.loc[1, "hr"] == pytest.approx(float(np.exp(ref.params_["z"])), rel=1e-8)
     assert out.loc[1, "p"] == pytest.approx(float(ref.summary.loc["z", "p"]), rel=1e-6)
 
@@ -225,6 +243,53 @@ def test_cox_multivariable_recovers_both_effects():
     assert out.loc[1, "ci_low"] < math.exp(0.5) < out.loc[1, "ci_high"]
     assert 0.6 < out.attrs["concordance"] < 0.8
     assert out.attrs["n"] == 3000 and out.attrs["events"] == int(df["death"].sum())
+
+
+def _efron_score(time, event, x, beta):
+    """Gradient of the Efron log partial likelihood, by its definition (a loop over death times).
+
+    At a death time with ``d`` tied deaths ``D`` and risk set ``R`` (w = exp(x beta)), Efron's
+    approximation contributes ``sum_D x - sum_{l<d} (S1 - l/d D1) / (S0 - l/d D0)`` with
+    ``S0 = sum_R w``, ``S1 = sum_R w x``, ``D0 = sum_D w``, ``D1 = sum_D w x``.
+    """
+    w = np.exp(x @ beta)
+    score = np.zeros(x.shape[1])
+    for t in np.unique(time[event]):
+        at_risk, dead = time >= t, (time == t) & event
+        d = int(dead.sum())
+        s0, s1 = w[at_risk].sum(), (w[at_risk, None] * x[at_risk]).sum(axis=0)
+        d0, d1 = w[dead].sum(), (w[dead, None] * x[dead]).sum(axis=0)
+        score += x[dead].sum(axis=0)
+        for l in range(d):
+            score -= (s1 - l / d * d1) / (s0 - l / d * d0)
+    return score
+
+
+def test_cox_fit_solves_the_score_equations():
+    # R's coxph iterates to a relative change of 1e-9 in the log partial likelihood; lifelines' default
+    # stops with a score of about 1e-3 here. The fit must make the score (Efron ties) vanish.
+    rng = np.random.default_rng(8)
+    n = 3000
+    age = rng.normal(65, 10, n)
+    male = (rng.random(n) < 0.5).astype(float)
+    z = rng.normal(size=n)
+    death_time = rng.exponential(1.0 / (0.05 * np.exp(0.03 * (age - 65) + 0.4 * male + 0.5 * z)))
+    censor = rng.uniform(1.0, 8.0, n)
+    df = pd.DataFrame({"age": age, "male": male, "z": z,
+                       # rounded to months: many tied death times
+                       "followup_years": np.round(np.minimum(death_time, censor) * 12) / 12 + 1 / 12,
+                       "death": (death_time <= censor).astype(int)})
+    assert df.loc[df["death"] == 1, "followup_years"].duplicated().sum() > 500
+    covariates = ["age", "male", "z"]
+    out = sv.cox_multivariable(df, "followup_years", "death", covariates)
+    beta = np.log(out["hr"].to_numpy())
+    score = _efron_score(df["followup_years"].to_numpy(), df["death"].to_numpy() == 1,
+                         df[covariates].to_numpy(float), beta)
+    assert np.abs(score).max() < 1e-8
+    uni = sv.cox_univariate(df, "followup_years", "death", ["z"])
+    score = _efron_score(df["followup_years"].to_numpy(), df["death"].to_numpy() == 1,
+                         df[["z"]].to_numpy(float), np.log(uni["hr"].to_numpy()))
+    assert abs(score[0]) < 1e-8
 
 
 @pytest.mark.parametrize("covariates, match", [
