@@ -521,19 +521,21 @@ def _figure_mentioned(label: str, text: str) -> bool:
     return re.search(pattern, text) is not None
 
 
-# Run in the scorecard page: the rows of the table whose header has "Item" and "Chapter".
+# Run in the scorecard page: the rows of every table whose header has "Item" and "Chapter" (the page
+# has one table per group of rows); null when there is none.
 _SCORECARD_ROWS_JS = """
+let rows = null;
 for (const table of document.querySelectorAll('table')) {
   const head = Array.from(table.querySelectorAll('thead th'), th => th.innerText.trim());
   const item = head.indexOf('Item'), chapter = head.indexOf('Chapter');
   if (item < 0 || chapter < 0) continue;
-  return Array.from(table.querySelectorAll('tbody tr'), tr => {
+  rows = (rows || []).concat(Array.from(table.querySelectorAll('tbody tr'), tr => {
     const cells = tr.querySelectorAll('td'), link = cells[chapter] && cells[chapter].querySelector('a[href]');
     return {item: cells[item] ? cells[item].innerText.trim() : '',
             chapter: cells[chapter] ? cells[chapter].innerText.trim() : '', href: link ? link.href : ''};
-  });
+  }));
 }
-return null;
+return rows;
 """
 
 

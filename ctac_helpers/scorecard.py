@@ -1,17 +1,55 @@
 """The replication scorecard: every headline number of the paper beside the run's value.
 
 :func:`scorecard` reads the tables a run directory holds (``<run_dir>/tables/<id>.csv``) and returns
-one row per published number the run reproduces, with the paper's value as printed, the run's, their
-difference, the tolerance and whether the run's value is within it. Tolerances are data
+one row per published number or comparison the run reproduces, with the paper's value as printed, the
+run's, the criterion of agreement and whether the run meets it. Tolerances are data
 (``scorecard_tolerances`` in ``data_manifest/paper_values.yaml``), by kind of number:
 
-* ``auc``: absolute, in AUC units;
-* ``p_value``: a significance level; a p-value is within when the run's and the paper's lie on the
-  same side of it (the difference is shown where both are plain numbers);
-* ``hazard_ratio``: relative to the paper's hazard ratio (the table shows it in HR units);
-* ``percent``: absolute, in percentage points;
+* ``auc``: absolute, in AUC units (the models' AUCs, in all patients and the subsets of Supplementary
+  Tables 4-5);
+* ``subgroup_auc``: absolute, in AUC units (the All model's AUC by sex, age and race, Supplementary
+  Fig. 3);
+* ``p_value``: a significance level. A comparison (DeLong test) agrees when the run's and the paper's
+  p-values lie on the same side of it and, where the paper's comparison is significant and its AUCs
+  say which side is higher, the run's higher model is the paper's;
+* ``interval``: ``paper_ci``: the run's estimate lies inside the paper's printed 95% interval, bounds
+  included (adjusted hazard ratios, NRI components);
+* ``percent``: absolute, in percentage points (the share of patients at high AI risk);
+* ``threshold``: absolute, in score units (the matched AI threshold);
 * ``count``: absolute (the cohort's size);
-* ``cohort``: the tolerance the calibration table (``tables/calibration.csv``) states for the number.
+* ``cohort``: ``calibration``: the tolerance the calibration table (``tables/calibration.csv``)
+  states for the number.
+
+Besides the numbers, *order* rows check the ranking of the models' AUCs that the paper's AUCs imply
+(derived from ``paper_values.yaml``, never listed by hand): in all patients each adjacent pair of the
+paper's order and whether the paper's best model is the run's best; in the subsets and the subgroup
+pairs of Supplementary Fig. 3 every pair whose printed AUCs differ (a printed tie gives no row).
+
+*Row keys.* Every row has a stable ``key`` (the same for the same comparison in every run), ``/``-separated:
+
+* ``<table>/auc/<model>``: a model's AUC (``supp_table3/auc/ai_hybrid``, ``supp_table5/auc/ai_ctac``);
+* ``supp_fig3/auc/<subgroup>``: a subgroup's AUC, the subgroup as the paper's values name it
+  (``male``, ``age_lt65``, ...);
+* ``<table>/delong/<a>-<b>``: the paper's DeLong comparison of models ``a`` and ``b``
+  (``supp_table3/delong/ai_hybrid-ai_ctac``); ``supp_table10/delong/<model>`` (15 vs 32 features of
+  a model); ``supp_fig3/delong/<comparison>`` (``sex``, ``age``, ``race``);
+* ``order/<table>/<higher>><lower>``: the paper's higher model (or subgroup) above the lower
+  (``order/supp_table3/all>ai_hybrid``, ``order/supp_fig3/female>male``);
+  ``order/<table>/<best>>rest``: the paper's best model is the run's best;
+* ``fig3/high_risk_percent``, ``fig3/ai_threshold``; ``nri/<component>`` (``events``, ``nonevents``,
+  ``overall``); ``supp_fig4/hr/<covariate>``; ``supp_table7/min_hr``; ``fig2/<top_structure_...>``;
+  ``supp_table6/reference_site``, ``supp_table6/lower_than_reference``;
+* the cohort margins: ``table1/n``, ``table1/male_percent``, ``table1/death_percent``,
+  ``cohort/followup_{median,q1,q3}``, ``supp_table2/normal_percent``,
+  ``supp_table2/normal_death_percent`` and ``calibration/within`` (the calibration table's summary).
+
+:func:`row_keys` lists every key the paper's values allow. Each row's ``group`` says what agreement
+means: ``margins`` (the cohort numbers; the synthetic cohort is calibrated to Tables 1-2 by
+construction), ``fitted`` (the keys listed in ``generator_targets`` of ``paper_values.yaml``: the
+generator's structural constants are fitted to them, :func:`generator_targets`) and ``held_out``
+(every other row: a test of the generator's structure). ``scorecard_notes`` in ``paper_values.yaml``
+may give, per key, one sentence on why the book may miss the row (:func:`scorecard_notes`).
+:func:`holds_by_key` counts, across several run directories, how often each row holds.
 
 A table the run does not hold (a stage that was skipped or failed) gives no rows. The book's
 "Replication scorecard" and "Run status" pages are rendered by :func:`scorecard_page` and
@@ -24,7 +62,7 @@ import logging
 import math
 import os
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -32,12 +70,19 @@ import yaml
 
 from . import manifest
 from .stages import STAGES, execution_order
+from .subgroups import _PAPER_KEYS as _SUBGROUP_PAPER_KEYS
+from .subgroups import SUBGROUPS
 
 logger = logging.getLogger(__name__)
 
-COLUMNS = ["item", "quantity", "paper", "book", "difference", "tolerance", "within", "where"]
+COLUMNS = ["key", "group", "item", "quantity", "paper", "book", "difference", "tolerance", "criterion", "within",
+           "where"]
 #: Kinds of number a tolerance is given for in ``scorecard_tolerances``.
-TOLERANCE_KINDS = ("auc", "p_value", "hazard_ratio", "percent", "threshold", "count", "cohort")
+TOLERANCE_KINDS = ("auc", "subgroup_auc", "p_value", "interval", "percent", "threshold", "count", "cohort")
+#: Kinds whose tolerance is a rule named by text, not a number: kind -> the one allowed value.
+_TEXT_KINDS = {"cohort": "calibration", "interval": "paper_ci"}
+#: The row groups, in the order the page reports them, with their headings.
+GROUPS: dict[str, str] = {"fitted": "Fitted to", "held_out": "Held out", "margins": "Cohort margins"}
 #: Table id -> the chapter notebook (``notebooks/<stem>``) that writes it.
 TABLE_CHAPTERS: dict[str, str] = {t: f"notebooks/{Path(s.notebook).stem}" for s in STAGES for t in s.tables}
 
@@ -46,24 +91,38 @@ _AUC_TABLES = {
     "supp_table4": "normal perfusion (stress TPD < 5%)",
     "supp_table5": "no coronary calcium (CAC = 0)",
 }
+#: How the order rows of an AUC table pair its models: ``adjacent`` (each neighbour in the paper's
+#: order, and the best model above the rest) or ``pairs`` (every pair whose paper AUCs differ).
+_ORDER_RULE = {"supp_table3": "adjacent", "supp_table4": "pairs", "supp_table5": "pairs"}
 _HR_LABELS = {"abnormal_perfusion": "abnormal perfusion (stress TPD >= 5%)", "cac_gt400": "CAC > 400"}
-_NRI_LABELS = {"nri_events": "events", "nri_nonevents": "non-events", "nri_overall": "overall"}
+_NRI_LABELS = {"events": "events", "nonevents": "non-events", "overall": "overall"}
 _P_TEXT = re.compile(r"^\s*(<=|>=|<|>|≤|≥)?\s*(\d*\.?\d+(?:[eE][-+]?\d+)?)")
+_BETTER = re.compile(r"\(\s*(\S+)\s+better\s*\)", re.IGNORECASE)
+_FIG2_ROWS = (("top_structure_all", "rank", "Top structure of the CT model, all patients"),
+              ("top_structure_normal_perfusion", "rank_shap_normal_perfusion", "Top structure, normal perfusion"),
+              ("top_structure_no_cac", "rank_shap_no_cac", "Top structure, no coronary calcium"))
+#: Keys of the cohort rows (group ``margins``).
+_MARGIN_KEYS = ("table1/n", "table1/male_percent", "table1/death_percent", "cohort/followup_median",
+                "cohort/followup_q1", "cohort/followup_q3", "supp_table2/normal_percent",
+                "supp_table2/normal_death_percent", "calibration/within")
+_FIXED_KEYS = ("supp_table6/reference_site", "supp_table6/lower_than_reference", "fig3/high_risk_percent",
+               "fig3/ai_threshold", "supp_table7/min_hr")
 
 
-# -- tolerances ---------------------------------------------------------------------------------
+# -- data-file entries --------------------------------------------------------------------------
 def scorecard_tolerances() -> dict:
     """The scorecard's tolerances by kind (``scorecard_tolerances`` in ``paper_values.yaml``).
 
     Returns
     -------
     dict
-        ``{kind: tolerance}``; numbers for every kind but ``cohort``, which is ``'calibration'``.
+        ``{kind: tolerance}``: a number for every kind of :data:`TOLERANCE_KINDS` but ``cohort``
+        (``'calibration'``) and ``interval`` (``'paper_ci'``).
 
     Raises
     ------
     ValueError
-        The entry is missing, lacks a kind, or gives a kind an invalid value.
+        The entry is missing, lacks a kind, names an unknown kind, or gives a kind an invalid value.
     """
     tol = manifest.paper_values().get("scorecard_tolerances")
     if not isinstance(tol, Mapping):
@@ -71,14 +130,163 @@ def scorecard_tolerances() -> dict:
     missing = [k for k in TOLERANCE_KINDS if k not in tol]
     if missing:
         raise ValueError(f"scorecard_tolerances lacks {', '.join(missing)}")
+    unknown = [str(k) for k in tol if k not in TOLERANCE_KINDS]
+    if unknown:
+        raise ValueError(f"scorecard_tolerances has unknown kinds {', '.join(unknown)}; "
+                         f"known: {', '.join(TOLERANCE_KINDS)}")
     for kind in TOLERANCE_KINDS:
         value = tol[kind]
-        if kind == "cohort":
-            if value != "calibration":
-                raise ValueError(f"scorecard_tolerances.cohort must be 'calibration', got {value!r}")
+        if kind in _TEXT_KINDS:
+            if value != _TEXT_KINDS[kind]:
+                raise ValueError(f"scorecard_tolerances.{kind} must be {_TEXT_KINDS[kind]!r}, got {value!r}")
         elif isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"scorecard_tolerances.{kind} must be a non-negative number, got {value!r}")
     return dict(tol)
+
+
+def _paper_aucs(table_id: str) -> dict[str, float]:
+    """The paper's AUC of each model (or subgroup) of ``table_id``, as printed; models without one left out."""
+    out = {}
+    for name, value in (manifest.paper_entry(table_id).get("auc") or {}).items():
+        v = value[0] if isinstance(value, (list, tuple)) else value
+        if v is not None and math.isfinite(float(v)):
+            out[str(name)] = float(v)
+    return out
+
+
+def _order_pairs(values: Mapping[str, float], rule: str) -> list[tuple[str, str]]:
+    """``(higher, lower)`` pairs of names whose values differ, in the values' descending order.
+
+    ``rule`` ``adjacent``: the pairs between consecutive distinct values (every name of the higher
+    value with every name of the next lower); ``pairs``: every pair of different values. Equal
+    values (a tie as printed) never give a pair.
+    """
+    names = sorted(values, key=lambda k: -values[k])  # stable: ties keep the data file's order
+    if rule == "pairs":
+        return [(h, lo) for i, h in enumerate(names) for lo in names[i + 1:] if values[h] > values[lo]]
+    if rule != "adjacent":
+        raise ValueError(f"unknown order rule {rule!r}; allowed: adjacent, pairs")
+    levels = sorted(set(values.values()), reverse=True)
+    return [(h, lo) for high, low in zip(levels, levels[1:])
+            for h in names if values[h] == high for lo in names if values[lo] == low]
+
+
+def _best(values: Mapping[str, float]) -> str | None:
+    """The name of the single highest value; None when the highest is tied or there are no values."""
+    if not values:
+        return None
+    top = max(values.values())
+    names = [k for k, v in values.items() if v == top]
+    return names[0] if len(names) == 1 else None
+
+
+def _subgroup_key(label) -> str:
+    """The paper's key (``supp_fig3`` in ``paper_values.yaml``) of a subgroup label (``<65`` -> ``age_lt65``)."""
+    return _SUBGROUP_PAPER_KEYS.get(str(label), str(label))
+
+
+def _subgroup_pairs() -> dict[str, tuple[str, str]]:
+    """The paper's subgroup comparisons: ``{comparison: (key_a, key_b)}`` in paper keys."""
+    return {name: tuple(_subgroup_key(level[0]) for level in d["levels"]) for name, d in SUBGROUPS.items()}
+
+
+def row_keys() -> list[str]:
+    """Every row key the scorecard can give, from the paper's values (the scheme: module docstring).
+
+    Returns
+    -------
+    list of str
+        The keys, in the scorecard's order of items.
+    """
+    pv = manifest.paper_values()
+    keys = list(_MARGIN_KEYS)
+    for table_id in _AUC_TABLES:
+        entry = pv.get(table_id) or {}
+        keys += [f"{table_id}/auc/{m}" for m in _paper_aucs(table_id)]
+        keys += [f"{table_id}/delong/{c['a']}-{c['b']}" for c in entry.get("delong_p") or []]
+        aucs = _paper_aucs(table_id)
+        keys += [f"order/{table_id}/{h}>{lo}" for h, lo in _order_pairs(aucs, _ORDER_RULE[table_id])]
+        best = _best(aucs)
+        if _ORDER_RULE[table_id] == "adjacent" and best is not None:
+            keys.append(f"order/{table_id}/{best}>rest")
+    keys += [f"supp_table10/delong/{m}" for m in (pv.get("supp_table10") or {}).get("delong_p") or {}]
+    keys += [f"fig2/{k}" for k, _, _ in _FIG2_ROWS]
+    fig3 = _paper_aucs("supp_fig3")
+    keys += [f"supp_fig3/auc/{k}" for k in fig3]
+    keys += [f"supp_fig3/delong/{c}" for c in (pv.get("supp_fig3") or {}).get("p") or {}]
+    for a, b in _subgroup_pairs().values():
+        if a in fig3 and b in fig3 and fig3[a] != fig3[b]:
+            h, lo = (a, b) if fig3[a] > fig3[b] else (b, a)
+            keys.append(f"order/supp_fig3/{h}>{lo}")
+    keys += list(_FIXED_KEYS)
+    keys += [f"nri/{c}" for c in ((pv.get("nri") or {}).get("values") or {})]
+    keys += [f"supp_fig4/hr/{c}" for c in ((pv.get("supp_fig4") or {}).get("hr") or {})]
+    return list(dict.fromkeys(keys))
+
+
+def _check_keys(entry: str, keys: Iterable[str]) -> None:
+    known = set(row_keys())
+    unknown = [str(k) for k in keys if k not in known]
+    if unknown:
+        raise ValueError(f"{entry} in data_manifest/paper_values.yaml names unknown scorecard keys: "
+                         f"{', '.join(unknown)} (ctac_helpers.scorecard.row_keys() lists the known keys)")
+
+
+def generator_targets() -> list[str]:
+    """The scorecard keys the synthetic generator is fitted to (``generator_targets`` in ``paper_values.yaml``).
+
+    Returns
+    -------
+    list of str
+        The keys, in the data file's order (a mapping's keys when the entry is a mapping).
+
+    Raises
+    ------
+    ValueError
+        The entry is missing or not a list (or mapping) of keys; a key is unknown (not in
+        :func:`row_keys`), listed twice, or a cohort margin (those rows are group ``margins``).
+    """
+    entry = manifest.paper_values().get("generator_targets")
+    if entry is None:
+        raise ValueError("data_manifest/paper_values.yaml has no 'generator_targets' list")
+    if isinstance(entry, Mapping):
+        entry = list(entry)
+    if not isinstance(entry, list) or not all(isinstance(k, str) for k in entry):
+        raise ValueError(f"generator_targets must be a list of scorecard keys, got {entry!r}")
+    repeated = sorted({k for k in entry if entry.count(k) > 1})
+    if repeated:
+        raise ValueError(f"generator_targets lists {', '.join(repeated)} more than once")
+    _check_keys("generator_targets", entry)
+    margins = [k for k in entry if k in _MARGIN_KEYS]
+    if margins:
+        raise ValueError(f"generator_targets lists cohort margins ({', '.join(margins)}); those rows are group "
+                         "'margins' by construction")
+    return list(entry)
+
+
+def scorecard_notes() -> dict[str, str]:
+    """Why the book may miss a row, by key (``scorecard_notes`` in ``paper_values.yaml``; optional).
+
+    Returns
+    -------
+    dict
+        ``{key: sentence}``; empty when the entry is absent or empty.
+
+    Raises
+    ------
+    ValueError
+        The entry is not a mapping of keys to non-empty text, or names an unknown key.
+    """
+    entry = manifest.paper_values().get("scorecard_notes")
+    if entry is None:
+        return {}
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"scorecard_notes must be a mapping {{key: sentence}}, got {entry!r}")
+    bad = [str(k) for k, v in entry.items() if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise ValueError(f"scorecard_notes: the note of {', '.join(bad)} must be non-empty text")
+    _check_keys("scorecard_notes", entry)
+    return {str(k): v.strip() for k, v in entry.items()}
 
 
 # -- small helpers ------------------------------------------------------------------------------
@@ -103,19 +311,41 @@ def _read(run_dir: Path, table_id: str) -> pd.DataFrame | None:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
-def _row(item: str, quantity: str, paper: str, book: str, table: str, difference: float = math.nan,
-         tolerance: float = math.nan, within: bool | None = None) -> dict:
-    return {"item": item, "quantity": quantity, "paper": paper, "book": book, "difference": difference,
-            "tolerance": tolerance, "within": within, "where": TABLE_CHAPTERS.get(table, "")}
+def _row(key: str, item: str, quantity: str, paper: str, book: str, table: str, difference: float = math.nan,
+         tolerance: float = math.nan, within: bool | None = None, criterion: str = "") -> dict:
+    return {"key": key, "group": "", "item": item, "quantity": quantity, "paper": paper, "book": book,
+            "difference": difference, "tolerance": tolerance, "criterion": criterion, "within": within,
+            "where": TABLE_CHAPTERS.get(table, "")}
 
 
-def _absolute(item: str, quantity: str, paper: str, book: str, table: str, paper_value: float,
+def _signed(value: float) -> str:
+    """A difference with its sign: three significant digits, whole numbers from 1,000 (``-9,480``)."""
+    return f"{value:+,.0f}" if abs(value) >= 1000 else f"{round(value, 9) + 0.0:+.3g}"
+
+
+def _absolute(key: str, item: str, quantity: str, paper: str, book: str, table: str, paper_value: float,
               book_value: float, tolerance: float) -> dict:
     """A row compared as |book - paper| <= tolerance (not comparable when a value is missing)."""
     difference = book_value - paper_value
     comparable = math.isfinite(difference) and math.isfinite(tolerance)
     within = bool(abs(difference) <= tolerance + 1e-9) if comparable else None
-    return _row(item, quantity, paper, book, table, difference, tolerance, within)
+    if not math.isfinite(tolerance):
+        criterion = "no tolerance"
+    else:
+        bound = "exact" if tolerance == 0 else f"±{tolerance:.3g}"
+        criterion = f"{_signed(difference)} ({bound})" if math.isfinite(difference) else f"within {bound}"
+    return _row(key, item, quantity, paper, book, table, difference, tolerance, within, criterion)
+
+
+def _inside(key: str, item: str, quantity: str, paper: str, book: str, table: str, paper_value: float,
+            low: float, high: float, book_value: float) -> dict:
+    """A row compared as low <= book <= high, the paper's printed interval (bounds inclusive)."""
+    if math.isfinite(low) and math.isfinite(high):
+        criterion = f"inside the paper's CI, {low:g} to {high:g}"
+        within = bool(low - 1e-9 <= book_value <= high + 1e-9) if math.isfinite(book_value) else None
+    else:
+        criterion, within = "the paper gives no interval", None
+    return _row(key, item, quantity, paper, book, table, book_value - paper_value, math.nan, within, criterion)
 
 
 def _interval(estimate: float, low: float, high: float, fmt: str = ".2f") -> str:
@@ -166,14 +396,63 @@ def significant(text, alpha: float = 0.05) -> bool | None:
     return False if value >= alpha else None
 
 
-def _p_row(item: str, quantity: str, paper_text: str, book_p, book_text: str, table: str, alpha: float) -> dict:
-    """A p-value row: within when both p-values lie on the same side of ``alpha``."""
-    paper_op, paper_value = parse_p(paper_text)
-    book_op, book_value = parse_p(book_p if _has(book_p) else book_text)
-    difference = book_value - paper_value if paper_op == book_op == "=" else math.nan
-    sides = significant(paper_text, alpha), significant(book_p if _has(book_p) else book_text, alpha)
-    within = None if None in sides else sides[0] == sides[1]
-    return _row(item, quantity, paper_text, book_text, table, difference, alpha, within)
+def _p_only(text) -> str:
+    """The p-value part of a printed p (``'<0.05 (15 better)'`` -> ``'<0.05'``)."""
+    m = _P_TEXT.match(str(text))
+    return m.group(0).strip() if m else str(text)
+
+
+def _comparison_row(key: str, item: str, table: str, labels: tuple[str, str], context: str, paper_p: str,
+                    book_p, book_text: str, paper_higher: str | None, book_aucs: tuple[float, float],
+                    alpha: float) -> dict:
+    """A DeLong comparison: significance at ``alpha`` and, where the paper's is significant, direction.
+
+    ``labels`` name sides a and b; ``paper_higher`` is ``'a'``, ``'b'`` or None (the paper does not
+    say which side is higher); ``book_aucs`` are the run's AUCs of a and b.
+    """
+    paper_sig = significant(paper_p, alpha)
+    book_value = book_p if _has(book_p) else book_text
+    book_sig = significant(book_value, alpha)
+    paper_op, paper_number = parse_p(paper_p)
+    book_op, book_number = parse_p(book_value)
+    difference = book_number - paper_number if paper_op == book_op == "=" else math.nan
+    a, b = labels
+    directed = bool(paper_sig) and paper_higher in ("a", "b")
+
+    def printed(sig: bool | None, text: str) -> str:
+        return text if sig is None else f"{'significant' if sig else 'not significant'} ({text})"
+
+    book = printed(book_sig, book_text or _p_only(book_value))
+    if directed:
+        (hi, lo), (book_hi, book_lo) = ((a, b), book_aucs) if paper_higher == "a" else ((b, a), book_aucs[::-1])
+        quantity = f"{hi} better than {lo}, {context} (DeLong)"
+        book += f", AUC {book_hi:.3f} vs {book_lo:.3f}"
+        criterion = f"p < {alpha:g} and {hi} higher"
+    else:
+        what = ("not significantly different" if paper_sig is False
+                else "significantly different" if paper_sig else "compared")
+        quantity = f"{a} and {b} {what}, {context} (DeLong)"
+        criterion = f"p on the same side of {alpha:g}"
+    paper = printed(paper_sig, _p_only(paper_p) if paper_sig is not None else str(paper_p))
+    if paper_sig is None or book_sig is None:
+        within = None
+    elif paper_sig != book_sig:
+        within = False
+    elif directed:
+        within = bool(book_hi > book_lo) if math.isfinite(book_hi) and math.isfinite(book_lo) else None
+    else:
+        within = True
+    return _row(key, item, quantity, paper, book, table, difference, alpha, within, criterion)
+
+
+def _order_row(key: str, item: str, table: str, quantity: str, paper: str, book_hi: float,
+               book_lo: float) -> dict:
+    """An order row: within when the run's value of the paper's higher side is above the lower's."""
+    if math.isfinite(book_hi) and math.isfinite(book_lo):
+        book, within = f"{book_hi:.3f} vs {book_lo:.3f}", bool(book_hi > book_lo)
+    else:
+        book, within = "not in the run's table", None
+    return _row(key, item, quantity, paper, book, table, within=within, criterion="same order")
 
 
 def _same_structure(paper: str, book: str) -> bool:
@@ -204,17 +483,17 @@ def _cohort_rows(run_dir: Path, tol: dict) -> list[dict]:
         t1 = table1[table1["level"] == ""].set_index(["variable", "group"])
         if ("n", "all") in t1.index:
             n = _num(t1.loc[("n", "all"), "n"])
-            rows.append(_absolute("table1", "Patients analysed", f"{v['n']:,}", f"{n:,.0f}", "table1", v["n"], n,
-                                  tol["count"]))
-        for variable, group, quantity, paper_n, paper_pct in (
-                ("n", "male", "Men", v["male_n"], v["male_percent"]),
-                ("death", "all", "Deaths during follow-up", v["deaths"], v["death_percent"])):
+            rows.append(_absolute("table1/n", "table1", "Patients analysed", f"{v['n']:,}", f"{n:,.0f}", "table1",
+                                  v["n"], n, tol["count"]))
+        for key, variable, group, quantity, paper_n, paper_pct in (
+                ("table1/male_percent", "n", "male", "Men", v["male_n"], v["male_percent"]),
+                ("table1/death_percent", "death", "all", "Deaths during follow-up", v["deaths"], v["death_percent"])):
             if (variable, group) not in t1.index:
                 continue
             r = t1.loc[(variable, group)]
             c = calibration_row("table1", variable, group, "percent")
             tolerance = _num(c["tolerance"]) if c is not None else math.nan
-            rows.append(_absolute("table1", f"{quantity} (%)", f"{paper_n:,} ({paper_pct:.1f}%)",
+            rows.append(_absolute(key, "table1", f"{quantity} (%)", f"{paper_n:,} ({paper_pct:.1f}%)",
                                   f"{_num(r['n']):,.0f} ({_num(r['percent']):.1f}%)", "table1", paper_pct,
                                   _num(r["percent"]), tolerance))
     if calib is None:
@@ -222,16 +501,18 @@ def _cohort_rows(run_dir: Path, tol: dict) -> list[dict]:
     supp2 = _read(run_dir, "supp_table2")
     if supp2 is not None:
         supp2 = supp2[supp2["level"] == ""].set_index(["variable", "group"])
-    for item, source, variable, group, statistic, quantity, paper, unit in (
-            ("cohort", "cohort", "followup_years", "all", "median", "Follow-up, median (years)",
+    for key, source, variable, group, statistic, quantity, paper, unit in (
+            ("cohort/followup_median", "cohort", "followup_years", "all", "median", "Follow-up, median (years)",
              f"{v['followup_median_years']:.1f}", ""),
-            ("cohort", "cohort", "followup_years", "all", "q1", "Follow-up, first quartile (years)",
+            ("cohort/followup_q1", "cohort", "followup_years", "all", "q1", "Follow-up, first quartile (years)",
              f"{v['followup_q1_years']:.1f}", ""),
-            ("cohort", "cohort", "followup_years", "all", "q3", "Follow-up, third quartile (years)",
+            ("cohort/followup_q3", "cohort", "followup_years", "all", "q3", "Follow-up, third quartile (years)",
              f"{v['followup_q3_years']:.1f}", ""),
-            ("supp_table2", "supp_table2", "n", "normal", "percent", "Normal perfusion, stress TPD < 5% (%)",
+            ("supp_table2/normal_percent", "supp_table2", "n", "normal", "percent",
+             "Normal perfusion, stress TPD < 5% (%)",
              f"{v['normal_perfusion_n']:,} ({v['normal_perfusion_percent']:.1f}%)", "%"),
-            ("supp_table2", "supp_table2", "death", "normal", "percent", "Deaths among normal perfusion (%)",
+            ("supp_table2/normal_death_percent", "supp_table2", "death", "normal", "percent",
+             "Deaths among normal perfusion (%)",
              f"{v['normal_perfusion_deaths']:,} ({v['normal_perfusion_death_percent']:.1f}%)", "%")):
         c = calibration_row(source, variable, group, statistic)
         if c is None:
@@ -240,11 +521,15 @@ def _cohort_rows(run_dir: Path, tol: dict) -> list[dict]:
         text = f"{book:.{1 if unit else 2}f}{unit}"
         if source == "supp_table2" and supp2 is not None and (variable, group) in supp2.index:
             text = f"{_num(supp2.loc[(variable, group), 'n']):,.0f} ({text})"  # the count beside the share
-        rows.append(_absolute(item, quantity, paper, text, "calibration", _num(c["paper"]), book,
+        rows.append(_absolute(key, key.split("/")[0], quantity, paper, text, "calibration", _num(c["paper"]), book,
                               _num(c["tolerance"])))
     within = calib["within"].str.lower() == "true"
-    rows.append(_row("calibration", "Published cohort numbers within their calibration tolerance",
-                     f"{len(calib)} numbers", f"{int(within.sum())} of {len(calib)} within", "calibration"))
+    rows.append(_row("calibration/within", "calibration",
+                     "Published cohort numbers within their calibration tolerance", f"{len(calib)} numbers",
+                     f"{int(within.sum())} of {len(calib)} within", "calibration",
+                     criterion="summary of chapter 0's calibration table"))
+    for r in rows:
+        r["group"] = "margins"
     return rows
 
 
@@ -252,17 +537,55 @@ def _auc_rows(run_dir: Path, tol: dict) -> list[dict]:
     rows = []
     for table_id, subset in _AUC_TABLES.items():
         t = _read(run_dir, table_id)
+        book_auc: dict[str, float] = {}
+        labels: dict[str, str] = {}
         if t is not None:
+            book_auc = {r["model"]: _num(r["auc"]) for _, r in t.iterrows()}
+            labels = {r["model"]: r["label"] or r["model"] for _, r in t.iterrows()}
             for _, r in t[t["paper_auc"] != ""].iterrows():
                 paper = f"{_num(r['paper_auc']):.2f}" + (f" ({r['paper_ci']})" if r["paper_ci"] else "")
                 book = _interval(_num(r["auc"]), _num(r["ci_low"]), _num(r["ci_high"]))
-                rows.append(_absolute(table_id, f"AUC, {r['label']}, {subset}", paper, book, table_id,
-                                      _num(r["paper_auc"]), _num(r["auc"]), tol["auc"]))
+                rows.append(_absolute(f"{table_id}/auc/{r['model']}", table_id, f"AUC, {r['label']}, {subset}",
+                                      paper, book, table_id, _num(r["paper_auc"]), _num(r["auc"]), tol["auc"]))
         d = _read(run_dir, f"{table_id}_delong")
+        paper_auc = _paper_aucs(table_id)
         if d is not None:
             for _, r in d[d["paper_p"] != ""].iterrows():
-                rows.append(_p_row(table_id, f"DeLong p, {r['comparison']}, {subset}", r["paper_p"], r["p"],
-                                   r["p_text"], f"{table_id}_delong", tol["p_value"]))
+                a, b = r["a"], r["b"]
+                pa, pb = paper_auc.get(a, math.nan), paper_auc.get(b, math.nan)
+                higher = ("a" if pa > pb else "b") if math.isfinite(pa) and math.isfinite(pb) and pa != pb else None
+                label_a, label_b = (s.strip() for s in r["comparison"].split(" vs ", 1)) \
+                    if " vs " in r["comparison"] else (a, b)
+                rows.append(_comparison_row(f"{table_id}/delong/{a}-{b}", table_id, f"{table_id}_delong",
+                                            (label_a, label_b), subset, r["paper_p"], r["p"], r["p_text"], higher,
+                                            (_num(r["auc_a"]), _num(r["auc_b"])), tol["p_value"]))
+        if t is not None:
+            rows += _model_order_rows(table_id, subset, paper_auc, book_auc, labels)
+    return rows
+
+
+def _model_order_rows(table_id: str, subset: str, paper: Mapping[str, float], book: Mapping[str, float],
+                      labels: Mapping[str, str]) -> list[dict]:
+    """The order rows of one AUC table: pairs of the paper's models (:data:`_ORDER_RULE`), and the best."""
+    rows = []
+    label = lambda m: labels.get(m, m)  # noqa: E731
+    for h, lo in _order_pairs(paper, _ORDER_RULE[table_id]):
+        rows.append(_order_row(f"order/{table_id}/{h}>{lo}", table_id, table_id,
+                               f"{label(h)} above {label(lo)}, {subset} (AUC order)",
+                               f"{paper[h]:.2f} > {paper[lo]:.2f}", book.get(h, math.nan), book.get(lo, math.nan)))
+    best = _best(paper)
+    if _ORDER_RULE[table_id] == "adjacent" and best is not None:
+        others = {m: v for m, v in book.items() if m != best and math.isfinite(v)}
+        runner = max(others, key=others.get) if others else None
+        paper_next = max((v for m, v in paper.items() if m != best), default=math.nan)
+        row = _order_row(f"order/{table_id}/{best}>rest", table_id, table_id,
+                         f"{label(best)} is the best model, {subset} (highest AUC)",
+                         f"{paper[best]:.2f}, next {paper_next:.2f}", book.get(best, math.nan),
+                         others[runner] if runner else math.nan)
+        if runner is not None and math.isfinite(book.get(best, math.nan)):
+            row["book"] = f"{book[best]:.3f}, best other {label(runner)} {others[runner]:.3f}"
+        row["criterion"] = "highest AUC of all models"
+        rows.append(row)
     return rows
 
 
@@ -270,8 +593,20 @@ def _supp_table10_rows(run_dir: Path, tol: dict) -> list[dict]:
     t = _read(run_dir, "supp_table10")
     if t is None:
         return []
-    return [_p_row("supp_table10", f"DeLong p, 15 vs 32 radiomics features, {r['label']}", r["paper_p"], r["p"],
-                   r["p_text"], "supp_table10", tol["p_value"]) for _, r in t[t["paper_p"] != ""].iterrows()]
+    sides = [c[len("auc_"):] for c in t.columns if c.startswith("auc_")]
+    if len(sides) != 2:
+        raise KeyError("auc_<a>, auc_<b>")
+    rows = []
+    for _, r in t[t["paper_p"] != ""].iterrows():
+        better = _BETTER.search(r["paper_p"])
+        higher = None
+        if better and better.group(1) in sides:
+            higher = "a" if better.group(1) == sides[0] else "b"
+        rows.append(_comparison_row(f"supp_table10/delong/{r['model']}", "supp_table10", "supp_table10",
+                                    (f"{sides[0]} features", f"{sides[1]} features"),
+                                    f"{r['label']}, all patients", r["paper_p"], r["p"], r["p_text"], higher,
+                                    (_num(r[f"auc_{sides[0]}"]), _num(r[f"auc_{sides[1]}"])), tol["p_value"]))
+    return rows
 
 
 def _fig2_rows(run_dir: Path, tol: dict) -> list[dict]:
@@ -280,18 +615,16 @@ def _fig2_rows(run_dir: Path, tol: dict) -> list[dict]:
         return []
     paper = manifest.paper_entry("fig2")["values"]
     rows = []
-    for key, column, quantity in (
-            ("top_structure_all", "rank", "Top structure of the CT model, all patients"),
-            ("top_structure_normal_perfusion", "rank_shap_normal_perfusion", "Top structure, normal perfusion"),
-            ("top_structure_no_cac", "rank_shap_no_cac", "Top structure, no coronary calcium")):
+    for key, column, quantity in _FIG2_ROWS:
         if column not in t:
             continue
         top = t.loc[t[column].map(_num) == 1, "structure"]
         if top.empty:  # the table lists the ten most important structures overall only
-            rows.append(_row("fig2", quantity, paper[key], "not among the table's structures", "fig2"))
+            rows.append(_row(f"fig2/{key}", "fig2", quantity, paper[key], "not among the table's structures", "fig2",
+                             criterion="same structure"))
         else:
-            rows.append(_row("fig2", quantity, paper[key], top.iloc[0], "fig2",
-                             within=_same_structure(paper[key], top.iloc[0])))
+            rows.append(_row(f"fig2/{key}", "fig2", quantity, paper[key], top.iloc[0], "fig2",
+                             within=_same_structure(paper[key], top.iloc[0]), criterion="same structure"))
     return rows
 
 
@@ -299,19 +632,38 @@ def _supp_fig3_rows(run_dir: Path, tol: dict) -> list[dict]:
     t = _read(run_dir, "supp_fig3")
     if t is None:
         return []
+    paper_auc = _paper_aucs("supp_fig3")
     rows = []
     for _, r in t[t["paper_auc"] != ""].iterrows():
-        rows.append(_absolute("supp_fig3", f"AUC of the All model, {r['comparison']}: {r['subgroup']}",
+        rows.append(_absolute(f"supp_fig3/auc/{_subgroup_key(r['subgroup'])}", "supp_fig3",
+                              f"AUC of the All model, {r['comparison']}: {r['subgroup']}",
                               f"{_num(r['paper_auc']):.2f}", _interval(_num(r["auc"]), _num(r["ci_low"]),
                                                                        _num(r["ci_high"])),
-                              "supp_fig3", _num(r["paper_auc"]), _num(r["auc"]), tol["auc"]))
-    for comparison, g in t[t["paper_p"] != ""].groupby("comparison", sort=False):
-        r = g.iloc[0]
-        p = _num(r["p"])
-        # as ctac_helpers.tables.format_p prints it (not imported: it would load the cohort generator)
-        book = "" if not math.isfinite(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
-        rows.append(_p_row("supp_fig3", f"p, AUC difference by {comparison}", r["paper_p"], r["p"], book,
-                           "supp_fig3", tol["p_value"]))
+                              "supp_fig3", _num(r["paper_auc"]), _num(r["auc"]), tol["subgroup_auc"]))
+    paper_p = (manifest.paper_entry("supp_fig3").get("p") or {})
+    for comparison, g in t.groupby("comparison", sort=False):
+        if len(g) != 2:
+            logger.warning("scorecard: supp_fig3 comparison %s has %d rows, not 2; no comparison rows", comparison,
+                           len(g))
+            continue
+        (ka, kb), (la, lb) = [_subgroup_key(s) for s in g["subgroup"]], list(g["subgroup"])
+        book = {ka: _num(g.iloc[0]["auc"]), kb: _num(g.iloc[1]["auc"])}
+        pa, pb = paper_auc.get(ka, math.nan), paper_auc.get(kb, math.nan)
+        differ = math.isfinite(pa) and math.isfinite(pb) and pa != pb
+        printed = g.iloc[0]["paper_p"] or str(paper_p.get(comparison, ""))
+        if printed:
+            p = _num(g.iloc[0]["p"])
+            # as ctac_helpers.tables.format_p prints it (not imported: it would load the cohort generator)
+            text = "" if not math.isfinite(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+            higher = ("a" if pa > pb else "b") if differ else None
+            rows.append(_comparison_row(f"supp_fig3/delong/{comparison}", "supp_fig3", "supp_fig3",
+                                        (str(la), str(lb)), f"AUC of the All model by {comparison}", printed,
+                                        g.iloc[0]["p"], text, higher, (book[ka], book[kb]), tol["p_value"]))
+        if differ:
+            (h, hl), (lo, ll) = ((ka, la), (kb, lb)) if pa > pb else ((kb, lb), (ka, la))
+            rows.append(_order_row(f"order/supp_fig3/{h}>{lo}", "supp_fig3", "supp_fig3",
+                                   f"AUC of the All model: {hl} above {ll} ({comparison}, AUC order)",
+                                   f"{paper_auc[h]:.2f} > {paper_auc[lo]:.2f}", book[h], book[lo]))
     return rows
 
 
@@ -326,11 +678,14 @@ def _supp_table6_rows(run_dir: Path, tol: dict) -> list[dict]:
     lower = sorted(sites.loc[(p < tol["p_value"]) & (diff < 0), "group"])
     rows = []
     if not reference.empty:
-        rows.append(_row("supp_table6", "Reference site", paper["reference_site"], reference.iloc[0],
-                         "supp_table6", within=reference.iloc[0] == paper["reference_site"]))
-    rows.append(_row("supp_table6", "Sites with a significantly lower AUC than the reference",
+        rows.append(_row("supp_table6/reference_site", "supp_table6", "Reference site", paper["reference_site"],
+                         reference.iloc[0], "supp_table6", within=reference.iloc[0] == paper["reference_site"],
+                         criterion="same site"))
+    rows.append(_row("supp_table6/lower_than_reference", "supp_table6",
+                     "Sites with a significantly lower AUC than the reference",
                      ", ".join(paper["lower_than_reference"]), ", ".join(lower) or "none", "supp_table6",
-                     within=set(lower) == set(paper["lower_than_reference"])))
+                     within=set(lower) == set(paper["lower_than_reference"]),
+                     criterion=f"same sites (p < {tol['p_value']:g})"))
     return rows
 
 
@@ -346,13 +701,14 @@ def _fig3_rows(run_dir: Path, tol: dict) -> list[dict]:
     share = 100.0 * n_high / total if total else math.nan
     values = manifest.paper_entry("fig3")["values"]
     paper = values["ai_high_risk_percent"]
-    rows = [_absolute("fig3", "Patients in the AI high-risk class, matched to stress TPD >= 10% (%)",
+    rows = [_absolute("fig3/high_risk_percent", "fig3",
+                      "Patients in the AI high-risk class, matched to stress TPD >= 10% (%)",
                       f"{paper:.2f}%", f"{share:.2f}% ({n_high:,.0f} of {total:,.0f})", "fig3_logrank",
                       paper, share, tol["percent"])]
     th = _read(run_dir, "ai_threshold")
     if th is not None and len(th):
         book = _num(th.iloc[0]["threshold"])
-        rows.append(_absolute("fig3", "AI threshold of the high-risk class (out-of-fold score)",
+        rows.append(_absolute("fig3/ai_threshold", "fig3", "AI threshold of the high-risk class (out-of-fold score)",
                               f"{values['ai_threshold']:.2f}", f"{book:.3f}", "ai_threshold",
                               values["ai_threshold"], book, tol["threshold"]))
     return rows
@@ -362,13 +718,17 @@ def _nri_rows(run_dir: Path, tol: dict) -> list[dict]:
     t = _read(run_dir, "nri")
     if t is None:
         return []
+    paper_values = (manifest.paper_entry("nri").get("values") or {})
     rows = []
     for _, r in t[t["paper_pct"] != ""].iterrows():
-        label = _NRI_LABELS.get(r["component"], r["component"])
+        component = r["component"].removeprefix("nri_")
+        label = _NRI_LABELS.get(component, component)
         paper = f"{_num(r['paper_pct']):.1f}" + (f" ({r['paper_ci']})" if r["paper_ci"] else "")
         book = _interval(_num(r["estimate_pct"]), _num(r["ci_low_pct"]), _num(r["ci_high_pct"]), ".1f")
-        rows.append(_absolute("nri", f"NRI at 2 years, {label} (%)", paper, book, "nri", _num(r["paper_pct"]),
-                              _num(r["estimate_pct"]), tol["percent"]))
+        printed = paper_values.get(component) or [None, None, None]
+        low, high = (_num(x) for x in printed[1:3])
+        rows.append(_inside(f"nri/{component}", "nri", f"NRI at 2 years, {label} (%)", paper, book, "nri",
+                            _num(r["paper_pct"]), low, high, _num(r["estimate_pct"])))
     return rows
 
 
@@ -376,14 +736,17 @@ def _supp_fig4_rows(run_dir: Path, tol: dict) -> list[dict]:
     t = _read(run_dir, "supp_fig4")
     if t is None:
         return []
+    paper_values = (manifest.paper_entry("supp_fig4").get("hr") or {})
     rows = []
     for _, r in t[t["paper_hr"] != ""].iterrows():
         paper_hr = _num(r["paper_hr"])
         paper = f"{paper_hr:.2f}" + (f" ({r['paper_ci']})" if r["paper_ci"] else "")
         book = _interval(_num(r["hr"]), _num(r["ci_low"]), _num(r["ci_high"]))
         label = _HR_LABELS.get(r["covariate"], r["covariate"].replace("_", " "))
-        rows.append(_absolute("supp_fig4", f"Adjusted hazard ratio, {label}", paper, book, "supp_fig4", paper_hr,
-                              _num(r["hr"]), tol["hazard_ratio"] * abs(paper_hr)))
+        printed = paper_values.get(r["covariate"]) or [None, None, None]
+        low, high = (_num(x) for x in printed[1:3])
+        rows.append(_inside(f"supp_fig4/hr/{r['covariate']}", "supp_fig4", f"Adjusted hazard ratio, {label}", paper,
+                            book, "supp_fig4", paper_hr, low, high, _num(r["hr"])))
     return rows
 
 
@@ -396,9 +759,10 @@ def _supp_table7_rows(run_dir: Path, tol: dict) -> list[dict]:
     if not hr.notna().any():
         return []
     low = hr.idxmin()
-    return [_row("supp_table7", "Adjusted hazard ratio of AI high risk, smallest across subgroups",
+    return [_row("supp_table7/min_hr", "supp_table7",
+                 "Adjusted hazard ratio of AI high risk, smallest across subgroups",
                  f"above {bound:g} in all subgroups", f"{hr[low]:.2f} ({t.loc[low, 'subgroup']})", "supp_table7",
-                 within=bool((hr > bound).all()))]
+                 within=bool((hr > bound).all()), criterion=f"every subgroup above {bound:g}")]
 
 
 #: Scorecard items in the paper's order: each reads its tables and returns rows.
@@ -409,7 +773,10 @@ _ITEMS: tuple[Callable[[Path, dict], list[dict]], ...] = (
 
 
 def scorecard(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """Every headline number of the paper that ``run_dir`` reproduces, paper beside run.
+    """Every headline number and comparison of the paper that ``run_dir`` reproduces, paper beside run.
+
+    This is the per-run table other modules aggregate (:func:`holds_by_key` counts its rows across
+    run directories by ``key``).
 
     Parameters
     ----------
@@ -419,32 +786,81 @@ def scorecard(run_dir: str | os.PathLike) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns ``item`` (the paper's table or figure id, ``cohort``/``calibration`` for the Results
-        text and the calibration summary), ``quantity``, ``paper`` (as printed), ``book`` (formatted),
-        ``difference`` (book - paper, NaN unless both are numbers), ``tolerance`` (NaN where none
-        applies), ``within`` (True, False or None when not comparable) and ``where`` (the chapter
-        notebook that reproduces it, ``notebooks/<stem>``).
+        One row per key (:data:`COLUMNS`): ``key`` (stable, see the module docstring), ``group``
+        (``fitted``, ``held_out`` or ``margins``), ``item`` (the paper's table or figure id,
+        ``cohort``/``calibration`` for the Results text and the calibration summary), ``quantity``
+        (what the row tests), ``paper`` (as printed), ``book`` (formatted), ``difference`` (book -
+        paper, NaN unless both are numbers), ``tolerance`` (NaN where no numeric tolerance applies:
+        intervals, orders, categories), ``criterion`` (the rule as text, e.g. ``+0.013 (±0.02)`` or
+        ``inside the paper's CI, 1.46 to 2.01``), ``within`` (True, False or None when not comparable)
+        and ``where`` (the chapter notebook that reproduces it, ``notebooks/<stem>``).
 
     Raises
     ------
     ValueError
-        The tolerances in ``paper_values.yaml`` are missing or invalid.
+        The tolerances or ``generator_targets`` in ``paper_values.yaml`` are missing or invalid.
     """
     run_dir = Path(run_dir)
     tol = scorecard_tolerances()
+    targets = set(generator_targets())
     rows: list[dict] = []
     for item in _ITEMS:
         try:
             rows.extend(item(run_dir, tol))
         except KeyError as exc:  # a table of another layout (an older run): leave the item out, say so
             logger.warning("scorecard: %s skipped, a table lacks the column %s", item.__name__.strip("_"), exc)
+    unique: dict[str, dict] = {}
+    for r in rows:
+        if r["key"] in unique:  # a run table that repeats a row: the first one counts
+            logger.warning("scorecard: a second row with the key %s is left out", r["key"])
+            continue
+        if r["group"] != "margins":
+            r["group"] = "fitted" if r["key"] in targets else "held_out"
+        unique[r["key"]] = r
+    rows = list(unique.values())
     table = pd.DataFrame.from_records(rows, columns=COLUMNS)
     table["difference"] = table["difference"].astype(float)
     table["tolerance"] = table["tolerance"].astype(float)
     table["within"] = table["within"].astype(object).where(table["within"].notna(), None)
-    logger.info("scorecard of %s: %d rows, %d of %d comparable within tolerance", run_dir, len(table),
+    logger.info("scorecard of %s: %d rows, %d of %d comparable within", run_dir, len(table),
                 sum(w is True for w in table["within"]), int(table["within"].notna().sum()))
     return table
+
+
+def holds_by_key(run_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """How often each scorecard row holds across several run directories (e.g. seeds of the generator).
+
+    Parameters
+    ----------
+    run_dirs : iterable of path-like
+        Run directories; each is read by :func:`scorecard`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per key met in any run, in the order of first appearance: ``key``, ``group``,
+        ``item``, ``quantity``, ``runs`` (run directories that have the row), ``comparable`` (of
+        those, runs where ``within`` is True or False) and ``holds`` (runs where it is True).
+
+    Raises
+    ------
+    ValueError
+        ``run_dirs`` is empty.
+    """
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise ValueError("holds_by_key needs at least one run directory")
+    counts: dict[str, dict] = {}
+    for run_dir in run_dirs:
+        for r in scorecard(run_dir).itertuples(index=False):
+            c = counts.setdefault(r.key, {"key": r.key, "group": r.group, "item": r.item, "quantity": r.quantity,
+                                          "runs": 0, "comparable": 0, "holds": 0})
+            c["runs"] += 1
+            c["comparable"] += r.within is not None
+            c["holds"] += r.within is True
+    columns = ["key", "group", "item", "quantity", "runs", "comparable", "holds"]
+    out = pd.DataFrame.from_records(list(counts.values()), columns=columns)
+    return out.astype({"runs": int, "comparable": int, "holds": int})
 
 
 # -- pages ----------------------------------------------------------------------------------------
@@ -484,9 +900,25 @@ def _fmt(value: float, spec: str) -> str:
     return "" if value is None or not math.isfinite(value) else format(value, spec)
 
 
+def _is_comparable(w) -> bool:
+    return w is not None and not (isinstance(w, float) and math.isnan(w))
+
+
+def group_summary(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """``{group: (within, comparable)}`` of a :func:`scorecard` table, for every group of :data:`GROUPS`."""
+    out = {}
+    for group in GROUPS:
+        w = [bool(x) for x in table.loc[table["group"] == group, "within"] if _is_comparable(x)]
+        out[group] = (sum(w), len(w))
+    return out
+
+
 def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, page_dir: str = "book",
-                   tolerances: Mapping | None = None) -> str:
+                   tolerances: Mapping | None = None, notes: Mapping[str, str] | None = None) -> str:
     """The "Replication scorecard" page (MyST Markdown) of a :func:`scorecard` table.
+
+    The page gives a summary by group (fitted to, held out, cohort margins), the rows that miss with
+    the reason recorded for each, and the full table grouped by group.
 
     Parameters
     ----------
@@ -499,6 +931,8 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
         Folder of the page in the book's source tree (links are relative to it).
     tolerances : mapping, optional
         The tolerances the introduction states; default :func:`scorecard_tolerances`.
+    notes : mapping, optional
+        ``{key: reason}`` shown beside the rows that miss; default :func:`scorecard_notes`.
 
     Returns
     -------
@@ -506,15 +940,14 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
         The page's text.
     """
     tol = dict(tolerances) if tolerances is not None else scorecard_tolerances()
+    notes = dict(notes) if notes is not None else scorecard_notes()
     count = "exactly" if tol["count"] == 0 else f"within {tol['count']:g}"
-    comparable = [w for w in table["within"] if w is not None and not (isinstance(w, float) and math.isnan(w))]
-    n_within = sum(bool(w) for w in comparable)
     parts = [
         "# Replication scorecard",
         "",
-        "Every headline number of the paper that this book's run reproduces, beside the paper's value as "
-        "printed. The page is generated from the run's tables each time the book is built; nothing on it "
-        "is typed by hand.",
+        "Every headline number and comparison of the paper that this book's run reproduces, beside the "
+        "paper's value as printed. The page is generated from the run's tables each time the book is built; "
+        "nothing on it is typed by hand.",
         "",
         "```{admonition} The default data are synthetic\n:class: warning\n"
         "Unless the book was built on real data, these numbers come from the synthetic cohort, calibrated "
@@ -522,28 +955,60 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
         "calibration target, and the model results demonstrate the method; neither is evidence about "
         "patients.\n```",
         "",
-        "*Within* says whether this book's value lies within the tolerance of the paper's: AUCs within "
-        f"{tol['auc']:g}; p-values on the same side of {tol['p_value']:g}; hazard ratios within "
-        f"{100 * tol['hazard_ratio']:g}% of the paper's (the tolerance column gives it in hazard-ratio units); "
-        f"percentages within {tol['percent']:g} points; cohort numbers within the tolerance of the calibration "
-        f"table (chapter 0); the cohort's size {count}. It is empty where the two cannot be "
-        "compared (the paper states no number, or the structure the paper names is not in the run's table). "
-        "*Difference* is this book's value minus the paper's where both are numbers.",
+        "Rows fall in three groups. *Fitted to*: the numbers the synthetic cohort generator's structural "
+        "constants are fitted to (`generator_targets` in `data_manifest/paper_values.yaml`); agreement there "
+        "is by construction. *Held out*: every other comparison, a test of the generator's structure. "
+        "*Cohort margins*: the cohort numbers of Tables 1-2 and the Results text, which the cohort is "
+        "calibrated to (chapter 0).",
+        "",
+        "*Criterion* states what *Within* checks: AUCs within "
+        f"{tol['auc']:g} of the paper's ({tol['subgroup_auc']:g} for the subgroup AUCs of Supplementary Fig. 3); "
+        "hazard ratios and NRI components inside the paper's 95% interval; shares within "
+        f"{tol['percent']:g} percentage points; the AI threshold within {tol['threshold']:g}; a DeLong comparison "
+        f"with its p-value on the same side of {tol['p_value']:g} as the paper's and, where the paper's is "
+        "significant, the same model higher; the order of the models' AUCs as the paper's AUCs give it (a tie "
+        "in the paper gives no order row); cohort numbers within the tolerance of the calibration table; the "
+        f"cohort's size {count}. *Within* is empty where the two cannot be compared. The number beside a "
+        "tolerance is this book's value minus the paper's.",
         "",
     ]
     if table.empty:
         parts += ["The run directory holds none of the tables the scorecard reads.", ""]
         return "\n".join(parts)
-    parts += [f"**{n_within} of {len(comparable)}** comparable numbers are within tolerance "
-              f"({len(table)} rows).", ""]
-    header = ["Item", "Quantity", "Paper", "This book", "Difference", "Tolerance", "Within", "Chapter"]
-    rows = []
-    for r in table.itertuples(index=False):
-        within = "" if r.within is None else ("yes" if r.within else "**no**")
-        rows.append([_cell(item_label(r.item)), _cell(r.quantity), _cell(r.paper), _cell(r.book),
-                     _fmt(r.difference, "+.3g"), _fmt(r.tolerance, ".3g"), within,
-                     _chapter_link(r.where, docs, page_dir)])
-    parts += [_markdown_table(header, rows), ""]
+    other = sorted(set(table["group"]) - set(GROUPS))
+    if other:
+        raise ValueError(f"scorecard rows of unknown groups {other}; known: {', '.join(GROUPS)}")
+    summary = group_summary(table)
+    texts = []
+    for group, heading in GROUPS.items():
+        n_within, n = summary[group]
+        share = f" ({100 * n_within / n:.0f}%)" if group == "held_out" and n else ""
+        texts.append(f"**{heading}:** {n_within} of {n} within{share}")
+    n_other = sum(not _is_comparable(w) for w in table["within"])
+    parts += ["## Summary", "", "; ".join(texts) + f". {len(table)} rows, {n_other} of them not comparable.", ""]
+
+    misses = table[table["within"].map(lambda w: _is_comparable(w) and not w)]
+    parts += ["## Rows that miss", ""]
+    if misses.empty:
+        parts += ["None: every comparable row is within.", ""]
+    else:
+        for r in misses.itertuples(index=False):
+            reason = notes.get(r.key, "no reason recorded")
+            parts.append(f"- {_cell(item_label(r.item))}, {_cell(r.quantity)}: paper {_cell(r.paper)}, this book "
+                         f"{_cell(r.book)} ({GROUPS.get(r.group, r.group).lower()}, `{r.key}`). *{_cell(reason)}*")
+        parts.append("")
+    header = ["Item", "Quantity", "Paper", "This book", "Criterion", "Within", "Chapter"]
+    parts += ["## All rows", ""]
+    for group, heading in GROUPS.items():
+        sub = table[table["group"] == group]
+        if sub.empty:
+            continue
+        rows = []
+        for r in sub.itertuples(index=False):
+            within = "" if not _is_comparable(r.within) else ("yes" if r.within else "**no**")
+            rows.append([_cell(item_label(r.item)), _cell(r.quantity), _cell(r.paper), _cell(r.book),
+                         _cell(r.criterion), within, _chapter_link(r.where, docs, page_dir)])
+        parts += [f"### {heading}", "", _markdown_table(header, rows), ""]
     return "\n".join(parts)
 
 

@@ -146,12 +146,15 @@ def test_a_redirecting_page(tmp_path):
     assert sorted(p.name for p in (tmp_path / "shots").iterdir()) == ["book__intro.png", "index.png"]
 
 
-def _scorecard_page(rows: list[tuple[str, str]]) -> str:
-    cells = "".join(f"<tr><td><p>{item}</p></td><td><p>x</p></td><td><p>{chapter}</p></td></tr>"
-                    for item, chapter in rows)
-    return _page("Replication scorecard", "<h1>Replication scorecard</h1><table><thead><tr>"
-                 "<th><p>Item</p></th><th><p>Quantity</p></th><th><p>Chapter</p></th></tr></thead>"
-                 f"<tbody>{cells}</tbody></table>")
+def _scorecard_page(*tables: list[tuple[str, str]]) -> str:
+    """The scorecard page with one table per group of rows (as scorecard_page writes it)."""
+    html = "<h1>Replication scorecard</h1><table><thead><tr><th>Group</th></tr></thead><tbody></tbody></table>"
+    for rows in tables:
+        cells = "".join(f"<tr><td><p>{item}</p></td><td><p>x</p></td><td><p>{chapter}</p></td></tr>"
+                        for item, chapter in rows)
+        html += ("<h3>rows</h3><table><thead><tr><th><p>Item</p></th><th><p>Quantity</p></th><th><p>Chapter</p></th>"
+                 f"</tr></thead><tbody>{cells}</tbody></table>")
+    return _page("Replication scorecard", html)
 
 
 def test_scorecard_figures(tmp_path):
@@ -163,6 +166,7 @@ def test_scorecard_figures(tmp_path):
             ("Table 1", link.format("05_models")),
             ("Fig. 2", link.format("05_models")),
             ("Supplementary Fig. 3", link.format("06_subgroups")),
+        ], [  # the rows of the next group's table are checked too
             ("Fig. 3", link.format("07_survival_nri")),  # a chapter page that does not exist
             ("Supplementary Fig. 4", "chapter 9"),  # named, not linked
         ]),

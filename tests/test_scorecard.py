@@ -1,6 +1,8 @@
 """The replication scorecard on a hand-written run directory, and its generated pages."""
 
+import copy
 import math
+import shutil
 
 import pandas as pd
 import pytest
@@ -9,6 +11,7 @@ from ctac_helpers import manifest
 from ctac_helpers import scorecard as sc
 
 TOL = sc.scorecard_tolerances()
+PAPER = manifest.paper_values()
 
 
 def _write(run_dir, table_id, text):
@@ -16,28 +19,55 @@ def _write(run_dir, table_id, text):
     (run_dir / "tables" / f"{table_id}.csv").write_text(text.strip() + "\n")
 
 
+def _paper_with(monkeypatch, **changes):
+    """Patch paper_values.yaml's mapping: ``changes`` replace (or, as None, remove) top-level entries."""
+    values = copy.deepcopy(PAPER)
+    for key, value in changes.items():
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = value
+    monkeypatch.setattr(manifest, "paper_values", lambda: values)
+    return values
+
+
 @pytest.fixture
 def run_dir(tmp_path):
     """A run directory holding a few of the tables the scorecard reads (others are absent)."""
     rd = tmp_path / "run"
-    inside, outside = 0.80 - TOL["auc"] / 2, 0.64 + 2 * TOL["auc"]
-    _write(rd, "supp_table3", f"""
+    # the paper: All 0.80, coronary calcium 0.64; 0.019 off is within 0.02, 0.021 off is not
+    _write(rd, "supp_table3", """
 model,label,n,deaths,auc,ci_low,ci_high,paper_auc,paper_ci,difference
-all,All,1000,60,{inside},0.70,0.85,0.8,0.74-0.87,
-cac,Coronary calcium,1000,60,{outside},0.60,0.80,0.64,0.57-0.71,
+all,All,1000,60,0.781,0.70,0.85,0.8,0.74-0.87,
+cac,Coronary calcium,1000,60,0.661,0.60,0.80,0.64,0.57-0.71,
 ai_spect,AI SPECT,1000,60,0.6,0.5,0.7,,,
 """)
     _write(rd, "supp_table3_delong", """
 a,b,comparison,auc_a,auc_b,difference,ci_low,ci_high,p,p_text,paper_p
 all,cac,All vs Coronary calcium,0.78,0.74,0.04,0.01,0.07,1e-05,<0.001,<0.001
-ai_hybrid,ai_ctac,AI hybrid vs AI CTAC,0.78,0.77,0.01,-0.01,0.03,0.2,0.200,<0.001
-ai_hybrid,ai_ctac,AI hybrid vs AI CTAC,0.78,0.77,0.01,-0.01,0.03,0.369,0.369,0.384
+ai_hybrid,ai_ctac,AI hybrid vs AI CTAC,0.77,0.78,-0.01,-0.02,-0.005,1e-4,<0.001,<0.001
+ai_ctac,cac,AI CTAC vs Coronary calcium,0.78,0.77,0.01,-0.01,0.03,0.2,0.200,<0.001
 all,eat,All vs EAT,0.78,0.55,0.23,0.2,0.26,1e-09,<0.001,
+""")
+    _write(rd, "supp_table4_delong", """
+a,b,comparison,auc_a,auc_b,difference,ci_low,ci_high,p,p_text,paper_p
+ai_hybrid,ai_ctac,AI hybrid vs AI CTAC,0.75,0.76,-0.01,-0.03,0.01,0.369,0.369,0.384
 """)
     _write(rd, "supp_table10", """
 model,label,auc_15,ci_15,auc_32,ci_32,difference,p,p_text,paper_p
 ai_hybrid,AI hybrid,0.77,0.75-0.79,0.76,0.74-0.78,0.01,0.01,0.010,<0.05 (15 better)
 all,All,0.76,0.74-0.78,0.76,0.74-0.78,0.0,0.331,0.331,0.09
+ai_ctac,AI CTAC,0.75,0.73-0.77,0.77,0.75-0.79,-0.02,0.01,0.010,0.40
+""")
+    # the paper: male 0.77, female 0.79, <65 0.79, >=65 0.74, black 0.70, white 0.84; p 0.08, 0.16, 0.74
+    _write(rd, "supp_fig3", """
+comparison,subgroup,n,events,auc,ci_low,ci_high,p,paper_auc,paper_p
+sex,male,500,30,0.799,0.7,0.9,0.3,0.77,0.08
+sex,female,500,30,0.821,0.7,0.9,0.3,0.79,0.08
+age,<65,500,30,0.75,0.7,0.8,0.01,0.79,0.16
+age,>=65,500,30,0.74,0.7,0.8,0.01,0.74,0.16
+race,black,100,10,0.86,0.7,0.95,0.5,0.7,0.74
+race,white,800,50,0.84,0.8,0.9,0.5,0.84,0.74
 """)
     _write(rd, "supp_fig4", """
 covariate,hr,ci_low,ci_high,p,n,events,paper_hr,paper_ci
@@ -87,110 +117,155 @@ def _row(table, quantity_part):
     return hit.iloc[0]
 
 
+def _key(table, key):
+    hit = table[table["key"] == key]
+    assert len(hit) == 1, (key, list(table["key"]))
+    return hit.iloc[0]
+
+
 def test_scorecard_columns_and_items(run_dir):
     table = sc.scorecard(run_dir)
     assert list(table.columns) == sc.COLUMNS
     assert table["difference"].dtype == float and table["tolerance"].dtype == float
     assert set(table["within"].map(type)) <= {bool, type(None)}
-    # one row per published number; the unpublished AI SPECT interval, EAT p and age HR give none
-    assert (table["item"] == "supp_table3").sum() == 2 + 3
-    assert not table["quantity"].str.contains("AI SPECT|All vs EAT|age", regex=True).any()
+    assert table["key"].is_unique and set(table["key"]) <= set(sc.row_keys())
+    assert set(table["group"]) == {"fitted", "held_out", "margins"}
+    # one AUC row per published number; the unpublished AI SPECT interval, EAT p and age HR give none
+    assert list(table.loc[table["key"].str.startswith("supp_table3/auc/"), "key"]) == [
+        "supp_table3/auc/all", "supp_table3/auc/cac"]
+    assert not table["key"].isin(["supp_table3/auc/ai_spect", "supp_table3/delong/all-eat"]).any()
+    assert "supp_fig4/hr/age" not in set(table["key"])
     assert table.loc[table["item"] == "supp_table3", "where"].eq("notebooks/05_models").all()
     assert table.loc[table["item"] == "supp_fig4", "where"].eq("notebooks/07_survival_nri").all()
 
 
-def test_auc_rows(run_dir):
+def test_row_keys_follow_the_paper_values():
+    keys = sc.row_keys()
+    assert len(keys) == len(set(keys))
+    for model, value in PAPER["supp_table3"]["auc"].items():
+        assert (f"supp_table3/auc/{model}" in keys) is (value[0] is not None)
+    for c in PAPER["supp_table5"]["delong_p"]:
+        assert f"supp_table5/delong/{c['a']}-{c['b']}" in keys
+    assert {f"supp_fig3/delong/{c}" for c in PAPER["supp_fig3"]["p"]} <= set(keys)
+    assert {"fig3/high_risk_percent", "nri/events", "supp_fig4/hr/cac_gt400", "calibration/within"} <= set(keys)
+
+
+# -- tolerances -------------------------------------------------------------------------------------
+def test_auc_tolerance_is_strict(run_dir):
+    assert TOL["auc"] == 0.02 and TOL["subgroup_auc"] == 0.03 and TOL["percent"] == 1.5
     table = sc.scorecard(run_dir)
-    r = _row(table, "AUC, All, all patients")
-    assert r["paper"] == "0.80 (0.74-0.87)" and r["book"].startswith(f"{0.80 - TOL['auc'] / 2:.2f} (0.70-0.85)")
-    assert r["difference"] == pytest.approx(-TOL["auc"] / 2) and r["tolerance"] == TOL["auc"]
-    assert r["within"] is True
-    r = _row(table, "AUC, Coronary calcium")
-    assert r["difference"] == pytest.approx(2 * TOL["auc"]) and r["within"] is False
+    r = _key(table, "supp_table3/auc/all")
+    assert r["quantity"] == "AUC, All, all patients"
+    assert r["paper"] == "0.80 (0.74-0.87)" and r["book"] == "0.78 (0.70-0.85)"
+    assert r["difference"] == pytest.approx(-0.019) and r["tolerance"] == 0.02 and r["within"] is True
+    assert r["criterion"] == "-0.019 (±0.02)"
+    r = _key(table, "supp_table3/auc/cac")
+    assert r["difference"] == pytest.approx(0.021) and r["within"] is False
 
 
-def test_p_value_rows_agree_on_the_side_of_alpha(run_dir):
+def test_subgroup_auc_tolerance(run_dir):
     table = sc.scorecard(run_dir)
-    delong = table[table["quantity"].str.startswith("DeLong p")].reset_index(drop=True)
-    assert list(delong["paper"]) == ["<0.001", "<0.001", "0.384", "<0.05 (15 better)", "0.09"]
-    assert list(delong["book"]) == ["<0.001", "0.200", "0.369", "0.010", "0.331"]
-    assert list(delong["within"]) == [True, False, True, True, True]
-    assert math.isnan(delong.loc[0, "difference"]) and math.isnan(delong.loc[1, "difference"])
-    assert delong.loc[2, "difference"] == pytest.approx(0.369 - 0.384)
-    assert delong.loc[4, "difference"] == pytest.approx(0.331 - 0.09)
-    assert (delong["tolerance"] == TOL["p_value"]).all()
-    assert list(delong["item"]) == ["supp_table3"] * 3 + ["supp_table10"] * 2
+    r = _key(table, "supp_fig3/auc/male")
+    assert r["difference"] == pytest.approx(0.029) and r["tolerance"] == 0.03 and r["within"] is True
+    assert _key(table, "supp_fig3/auc/female")["within"] is False  # 0.031 off
+    assert _key(table, "supp_fig3/auc/age_lt65")["quantity"] == "AUC of the All model, age: <65"
 
 
-def test_hazard_ratio_tolerance_is_relative(run_dir):
+def test_hazard_ratios_and_nri_inside_the_paper_interval(run_dir):
     table = sc.scorecard(run_dir)
-    r = _row(table, "abnormal perfusion")
+    r = _key(table, "supp_fig4/hr/abnormal_perfusion")
     assert r["paper"] == "1.71 (1.46-2.01)" and r["book"] == "1.60 (1.30-1.90)"
-    assert r["difference"] == pytest.approx(1.6 - 1.71)
-    assert r["tolerance"] == pytest.approx(TOL["hazard_ratio"] * 1.71)
-    assert r["within"] is (abs(1.6 - 1.71) <= TOL["hazard_ratio"] * 1.71)
-    r = _row(table, "CAC > 400")
-    assert r["within"] is (abs(1.2 - 2.11) <= TOL["hazard_ratio"] * 2.11)
+    assert r["difference"] == pytest.approx(1.6 - 1.71) and math.isnan(r["tolerance"])
+    assert r["criterion"] == "inside the paper's CI, 1.46 to 2.01" and r["within"] is True
+    assert _key(table, "supp_fig4/hr/cac_gt400")["within"] is False  # 1.2 below 1.67
+    r = _key(table, "nri/events")
+    assert r["paper"] == "15.1 (11.4-18.8)" and r["book"] == "16.0 (12.0-20.0)" and r["within"] is True
+    assert _key(table, "nri/overall")["within"] is False  # 30.0 above 19.8
 
 
-def test_percent_rows(run_dir):
+@pytest.mark.parametrize("hr, within", [(1.46, True), (2.01, True), (1.45, False), (2.02, False)])
+def test_interval_bounds_are_inclusive(run_dir, hr, within):
+    _write(run_dir, "supp_fig4", f"""
+covariate,hr,ci_low,ci_high,p,n,events,paper_hr,paper_ci
+abnormal_perfusion,{hr},1.3,2.5,1e-6,1000,60,1.71,1.46-2.01
+""")
+    assert _key(sc.scorecard(run_dir), "supp_fig4/hr/abnormal_perfusion")["within"] is within
+
+
+def test_percent_and_threshold_rows(run_dir):
     table = sc.scorecard(run_dir)
-    r = _row(table, "NRI at 2 years, events")
-    assert r["paper"] == "15.1 (11.4-18.8)" and r["book"] == "16.0 (12.0-20.0)"
-    assert r["difference"] == pytest.approx(0.9) and r["within"] is (0.9 <= TOL["percent"])
-    assert _row(table, "NRI at 2 years, overall")["within"] is (13.9 <= TOL["percent"])
-    r = _row(table, "AI high-risk class")
-    paper = manifest.paper_entry("fig3")["values"]["ai_high_risk_percent"]
-    assert r["book"] == "5.00% (50 of 1,000)"
-    assert r["difference"] == pytest.approx(5.0 - paper) and r["tolerance"] == TOL["percent"]
-    r = _row(table, "AI threshold")
+    paper = PAPER["fig3"]["values"]["ai_high_risk_percent"]
+    r = _key(table, "fig3/high_risk_percent")
+    assert r["book"] == "5.00% (50 of 1,000)" and r["tolerance"] == 1.5
+    assert r["difference"] == pytest.approx(5.0 - paper) and r["within"] is (abs(5.0 - paper) <= 1.5)
+    for n_high, within in ((55, True), (57, False)):  # 5.5% and 5.7% against 4.13%
+        _write(run_dir, "fig3_logrank", f"split,group,n,deaths,chi2,df,p\nai,AI high risk,{n_high},20,40,1,1e-9\n"
+                                        f"ai,AI low risk,{1000 - n_high},40,40,1,1e-9\n")
+        assert _key(sc.scorecard(run_dir), "fig3/high_risk_percent")["within"] is within
+    r = _key(table, "fig3/ai_threshold")
     assert (r["paper"], r["book"]) == ("0.17", "0.260") and r["difference"] == pytest.approx(0.09)
-    assert r["tolerance"] == TOL["threshold"] and r["within"] is (0.09 <= TOL["threshold"])
+    assert r["tolerance"] == TOL["threshold"] and r["within"] is False
 
 
 def test_cohort_rows_use_the_calibration_tolerance(run_dir):
     table = sc.scorecard(run_dir)
-    r = _row(table, "Patients analysed")
+    r = _key(table, "table1/n")
     assert r["paper"] == "10,480" and r["book"] == "1,000" and r["within"] is False
-    assert r["difference"] == -9480 and r["tolerance"] == TOL["count"]
-    r = _row(table, "Men")
+    assert r["difference"] == -9480 and r["tolerance"] == TOL["count"] and r["criterion"] == "-9,480 (exact)"
+    r = _key(table, "table1/male_percent")
     assert r["book"] == "548 (54.8%)" and r["tolerance"] == 1.5 and r["within"] is True
-    r = _row(table, "Deaths during follow-up")
+    r = _key(table, "table1/death_percent")
     assert r["difference"] == pytest.approx(2.8) and r["within"] is False
-    r = _row(table, "Follow-up, median")
+    r = _key(table, "cohort/followup_median")
     assert r["item"] == "cohort" and r["where"] == "notebooks/00_data" and r["within"] is True
-    r = _row(table, "calibration tolerance")
+    r = _key(table, "calibration/within")
     assert r["book"] == "2 of 3 within" and r["within"] is None and math.isnan(r["difference"])
     # the calibration table has no row for these
-    assert not table["quantity"].str.contains("Follow-up, first quartile|Normal perfusion", regex=True).any()
+    assert not table["key"].isin(["cohort/followup_q1", "supp_table2/normal_percent"]).any()
+    assert table.loc[table["key"].str.match(r"(table1|cohort|calibration)/"), "group"].eq("margins").all()
 
 
-def test_top_structure_rows(run_dir):
+# -- comparisons ------------------------------------------------------------------------------------
+def test_delong_rows_need_significance_and_direction(run_dir):
     table = sc.scorecard(run_dir)
-    fig2 = table[table["item"] == "fig2"].reset_index(drop=True)
-    assert list(fig2["book"]) == ["lung_upper_lobe_right", "heart", "not among the table's structures"]
-    assert list(fig2["within"]) == [True, False, None]
+    r = _key(table, "supp_table3/delong/all-cac")
+    assert r["quantity"] == "All better than Coronary calcium, all patients (DeLong)"
+    assert r["paper"] == "significant (<0.001)" and r["book"] == "significant (<0.001), AUC 0.780 vs 0.740"
+    assert r["within"] is True and r["tolerance"] == TOL["p_value"] and math.isnan(r["difference"])
+    # significant in both, but the run's AI CTAC is the higher: the direction fails
+    r = _key(table, "supp_table3/delong/ai_hybrid-ai_ctac")
+    assert r["quantity"] == "AI hybrid better than AI CTAC, all patients (DeLong)"
+    assert r["book"] == "significant (<0.001), AUC 0.770 vs 0.780" and r["within"] is False
+    r = _key(table, "supp_table3/delong/ai_ctac-cac")
+    assert r["book"].startswith("not significant (0.200)") and r["within"] is False
+    # not significant in the paper: only the side of 0.05 counts, not the direction
+    r = _key(table, "supp_table4/delong/ai_hybrid-ai_ctac")
+    assert r["quantity"] == ("AI hybrid and AI CTAC not significantly different, normal perfusion "
+                             "(stress TPD < 5%) (DeLong)")
+    assert (r["paper"], r["book"]) == ("not significant (0.384)", "not significant (0.369)")
+    assert r["difference"] == pytest.approx(0.369 - 0.384) and r["within"] is True
 
 
-def test_absent_tables_give_no_rows(run_dir, tmp_path):
+def test_supp_table10_rows_read_which_side_is_better(run_dir):
     table = sc.scorecard(run_dir)
-    for item in ("supp_table4", "supp_table5", "supp_fig3", "supp_table6", "supp_table7", "supp_table2"):
-        assert item not in set(table["item"])
-    (run_dir / "tables" / "calibration.csv").unlink()
-    (run_dir / "tables" / "supp_table3.csv").unlink()
-    table = sc.scorecard(run_dir)
-    assert not table["item"].isin(["calibration", "cohort"]).any()
-    assert math.isnan(_row(table, "Men")["tolerance"]) and _row(table, "Men")["within"] is None
-    assert list(table.loc[table["item"] == "supp_table3", "quantity"].str[:8].unique()) == ["DeLong p"]
-    empty = sc.scorecard(tmp_path / "no-such-run")
-    assert empty.empty and list(empty.columns) == sc.COLUMNS
+    r = _key(table, "supp_table10/delong/ai_hybrid")
+    assert r["quantity"] == "15 features better than 32 features, AI hybrid, all patients (DeLong)"
+    assert r["paper"] == "significant (<0.05)" and r["within"] is True
+    assert _key(table, "supp_table10/delong/all")["within"] is True
+    assert _key(table, "supp_table10/delong/ai_ctac")["within"] is False  # 0.01 against the paper's 0.40
+    _write(run_dir, "supp_table10", """
+model,label,auc_15,ci_15,auc_32,ci_32,difference,p,p_text,paper_p
+ai_hybrid,AI hybrid,0.75,0.73-0.77,0.77,0.75-0.79,-0.02,0.01,0.010,<0.05 (15 better)
+""")
+    assert _key(sc.scorecard(run_dir), "supp_table10/delong/ai_hybrid")["within"] is False  # 32 better
 
 
-def test_a_table_of_another_layout_skips_its_item(run_dir, caplog):
-    _write(run_dir, "nri", "component,estimate\nnri_events,0.2\n")
+def test_supp_fig3_comparisons(run_dir):
     table = sc.scorecard(run_dir)
-    assert "nri" not in set(table["item"]) and "supp_fig4" in set(table["item"])
-    assert "nri_rows skipped" in caplog.text
+    r = _key(table, "supp_fig3/delong/sex")
+    assert r["quantity"] == "male and female not significantly different, AUC of the All model by sex (DeLong)"
+    assert (r["paper"], r["book"], r["within"]) == ("not significant (0.08)", "not significant (0.300)", True)
+    assert _key(table, "supp_fig3/delong/age")["within"] is False  # 0.01 against 0.16
 
 
 @pytest.mark.parametrize("text, op, value, sig", [
@@ -204,19 +279,195 @@ def test_parse_p_and_significant(text, op, value, sig):
     assert sc.significant(text) is sig
 
 
+# -- order ------------------------------------------------------------------------------------------
+ALL_MODELS = """
+model,label,n,deaths,auc,ci_low,ci_high,paper_auc,paper_ci,difference
+all,All,1000,60,0.80,0.7,0.9,0.8,,
+ai_hybrid,AI hybrid,1000,60,0.78,0.7,0.9,0.79,,
+ai_ctac,AI CTAC,1000,60,0.785,0.7,0.9,0.78,,
+ai_spect,AI SPECT,1000,60,0.65,0.6,0.7,0.65,,
+cac,Coronary calcium,1000,60,0.64,0.6,0.7,0.64,,
+perfusion,Perfusion,1000,60,0.62,0.6,0.7,0.62,,
+eat,EAT,1000,60,0.56,0.5,0.6,0.56,,
+"""
+
+
+def test_order_rows_in_all_patients_follow_the_paper(run_dir):
+    _write(run_dir, "supp_table3", ALL_MODELS)
+    table = sc.scorecard(run_dir)
+    order = table[table["key"].str.startswith("order/supp_table3/")]
+    paper = {m: v[0] for m, v in PAPER["supp_table3"]["auc"].items()}
+    ranked = sorted(paper, key=paper.get, reverse=True)
+    expected = [f"order/supp_table3/{h}>{lo}" for h, lo in zip(ranked, ranked[1:])]
+    expected.append(f"order/supp_table3/{ranked[0]}>rest")
+    assert list(order["key"]) == expected
+    assert set(order["group"]) == {"held_out"} and set(order["item"]) == {"supp_table3"}
+    r = _key(table, "order/supp_table3/all>ai_hybrid")
+    assert r["quantity"] == "All above AI hybrid, all patients (AUC order)"
+    assert (r["paper"], r["book"], r["within"]) == ("0.80 > 0.79", "0.800 vs 0.780", True)
+    assert _key(table, "order/supp_table3/ai_hybrid>ai_ctac")["within"] is False  # the run swaps them
+    r = _key(table, "order/supp_table3/all>rest")
+    assert r["quantity"] == "All is the best model, all patients (highest AUC)" and r["within"] is True
+    assert r["book"] == "0.800, best other AI CTAC 0.785"
+    _write(run_dir, "supp_table3", ALL_MODELS.replace("eat,EAT,1000,60,0.56", "eat,EAT,1000,60,0.81"))
+    table = sc.scorecard(run_dir)
+    assert _key(table, "order/supp_table3/all>rest")["within"] is False
+    assert _key(table, "order/supp_table3/perfusion>eat")["within"] is False
+
+
+def test_order_rows_skip_ties_in_the_paper(run_dir, monkeypatch):
+    # the paper's normal-perfusion AUCs tie AI CTAC and AI hybrid (0.76): every other pair gives a row
+    _write(run_dir, "supp_table4", ALL_MODELS)
+    paper4 = {m: v[0] for m, v in PAPER["supp_table4"]["auc"].items()}
+    assert paper4["ai_ctac"] == paper4["ai_hybrid"]
+    order = sc.scorecard(run_dir)
+    order = order[order["key"].str.startswith("order/supp_table4/")]
+    ties = sum(paper4[a] == paper4[b] for i, a in enumerate(paper4) for b in list(paper4)[i + 1:])
+    assert len(order) == len(paper4) * (len(paper4) - 1) // 2 - ties
+    assert not order["key"].str.contains("ai_ctac>ai_hybrid|ai_hybrid>ai_ctac", regex=True).any()
+    # a tie in the adjacent order of all patients: both tied models against their neighbours, not each other
+    supp3 = copy.deepcopy(PAPER["supp_table3"])
+    supp3["auc"]["ai_ctac"][0] = supp3["auc"]["ai_hybrid"][0]
+    _paper_with(monkeypatch, supp_table3=supp3)
+    _write(run_dir, "supp_table3", ALL_MODELS)
+    keys = [k for k in sc.scorecard(run_dir)["key"] if k.startswith("order/supp_table3/")]
+    assert keys[:4] == ["order/supp_table3/all>ai_hybrid", "order/supp_table3/all>ai_ctac",
+                        "order/supp_table3/ai_hybrid>ai_spect", "order/supp_table3/ai_ctac>ai_spect"]
+    assert keys == [k for k in sc.row_keys() if k.startswith("order/supp_table3/")]
+    # a tie at the top: no best-model row
+    supp3["auc"]["ai_hybrid"][0] = supp3["auc"]["ai_ctac"][0] = supp3["auc"]["all"][0]
+    assert not any(k.endswith(">rest") for k in sc.row_keys())
+
+
+def test_subgroup_order_rows(run_dir, monkeypatch):
+    table = sc.scorecard(run_dir)
+    r = _key(table, "order/supp_fig3/female>male")
+    assert r["quantity"] == "AUC of the All model: female above male (sex, AUC order)"
+    assert (r["paper"], r["book"], r["within"]) == ("0.79 > 0.77", "0.821 vs 0.799", True)
+    assert _key(table, "order/supp_fig3/age_lt65>age_ge65")["within"] is True
+    assert _key(table, "order/supp_fig3/white>black")["within"] is False
+    fig3 = copy.deepcopy(PAPER["supp_fig3"])
+    fig3["auc"]["female"] = fig3["auc"]["male"]
+    _paper_with(monkeypatch, supp_fig3=fig3)
+    keys = set(sc.scorecard(run_dir)["key"])
+    assert not any(k.startswith("order/supp_fig3/") and "male" in k for k in keys)
+    assert "order/supp_fig3/white>black" in keys
+
+
+# -- groups, targets and notes ----------------------------------------------------------------------
+def test_groups_come_from_generator_targets(run_dir, monkeypatch):
+    targets = sc.generator_targets()
+    assert targets == PAPER["generator_targets"] and len(targets) == len(set(targets))
+    table = sc.scorecard(run_dir)
+    assert _key(table, "supp_table3/auc/all")["group"] == "fitted"
+    assert _key(table, "fig3/high_risk_percent")["group"] == "fitted"
+    assert _key(table, "fig3/ai_threshold")["group"] == "held_out"
+    assert _key(table, "supp_table3/delong/all-cac")["group"] == "held_out"
+    assert _key(table, "table1/male_percent")["group"] == "margins"
+    assert set(table.loc[table["group"] == "fitted", "key"]) <= set(targets)
+    _paper_with(monkeypatch, generator_targets=["nri/events"])
+    table = sc.scorecard(run_dir)
+    assert list(table.loc[table["group"] == "fitted", "key"]) == ["nri/events"]
+    assert _key(table, "supp_table3/auc/all")["group"] == "held_out"
+
+
+@pytest.mark.parametrize("targets, message", [
+    (["supp_table3/auc/all", "supp_table3/auc/nonsense"], "unknown scorecard keys: supp_table3/auc/nonsense"),
+    (["nri/events", "nri/events"], "lists nri/events more than once"),
+    (["table1/male_percent"], "cohort margins"),
+    ("supp_table3/auc/all", "must be a list"),
+    (None, "no 'generator_targets'"),
+])
+def test_generator_targets_are_validated(monkeypatch, targets, message):
+    _paper_with(monkeypatch, generator_targets=targets)
+    with pytest.raises(ValueError, match=message):
+        sc.generator_targets()
+
+
+def test_scorecard_notes_are_validated(monkeypatch):
+    assert sc.scorecard_notes() == {}
+    _paper_with(monkeypatch, scorecard_notes=None)
+    assert sc.scorecard_notes() == {}
+    _paper_with(monkeypatch, scorecard_notes={"nri/events": "A different estimator."})
+    assert sc.scorecard_notes() == {"nri/events": "A different estimator."}
+    _paper_with(monkeypatch, scorecard_notes={"nri/everything": "x"})
+    with pytest.raises(ValueError, match="unknown scorecard keys: nri/everything"):
+        sc.scorecard_notes()
+    _paper_with(monkeypatch, scorecard_notes={"nri/events": " "})
+    with pytest.raises(ValueError, match="nri/events must be non-empty text"):
+        sc.scorecard_notes()
+    _paper_with(monkeypatch, scorecard_notes=["nri/events"])
+    with pytest.raises(ValueError, match="must be a mapping"):
+        sc.scorecard_notes()
+
+
 def test_tolerances_are_validated(monkeypatch):
-    assert set(sc.TOLERANCE_KINDS) <= set(TOL) and TOL["cohort"] == "calibration"
-    good = manifest.paper_values()
-    monkeypatch.setattr(manifest, "paper_values", lambda: {k: v for k, v in good.items()
-                                                            if k != "scorecard_tolerances"})
+    assert set(sc.TOLERANCE_KINDS) == set(TOL) and TOL["cohort"] == "calibration" and TOL["interval"] == "paper_ci"
+    _paper_with(monkeypatch, scorecard_tolerances=None)
     with pytest.raises(ValueError, match="no 'scorecard_tolerances'"):
         sc.scorecard_tolerances()
-    monkeypatch.setattr(manifest, "paper_values", lambda: {"scorecard_tolerances": {**TOL, "auc": "big"}})
-    with pytest.raises(ValueError, match="auc must be a non-negative number"):
-        sc.scorecard_tolerances()
-    monkeypatch.setattr(manifest, "paper_values", lambda: {"scorecard_tolerances": {**TOL, "cohort": 1.0}})
-    with pytest.raises(ValueError, match="cohort must be 'calibration'"):
-        sc.scorecard_tolerances()
+    for bad, message in (({**TOL, "auc": "big"}, "auc must be a non-negative number"),
+                         ({**TOL, "cohort": 1.0}, "cohort must be 'calibration'"),
+                         ({**TOL, "interval": 0.25}, "interval must be 'paper_ci'"),
+                         ({k: v for k, v in TOL.items() if k != "subgroup_auc"}, "lacks subgroup_auc"),
+                         ({**TOL, "hazard_ratio": 0.25}, "unknown kinds hazard_ratio")):
+        _paper_with(monkeypatch, scorecard_tolerances=bad)
+        with pytest.raises(ValueError, match=message):
+            sc.scorecard_tolerances()
+
+
+def test_holds_by_key_counts_runs(run_dir, tmp_path):
+    other = tmp_path / "run2"
+    shutil.copytree(run_dir, other)
+    _write(other, "supp_table3", """
+model,label,n,deaths,auc,ci_low,ci_high,paper_auc,paper_ci,difference
+all,All,1000,60,0.70,0.60,0.80,0.8,0.74-0.87,
+cac,Coronary calcium,1000,60,0.645,0.60,0.70,0.64,0.57-0.71,
+""")
+    (other / "tables" / "nri.csv").unlink()
+    counts = sc.holds_by_key([run_dir, other]).set_index("key")
+    assert list(counts.columns) == ["group", "item", "quantity", "runs", "comparable", "holds"]
+    assert tuple(counts.loc["supp_table3/auc/all", ["runs", "comparable", "holds"]]) == (2, 2, 1)
+    assert tuple(counts.loc["supp_table3/auc/cac", ["runs", "comparable", "holds"]]) == (2, 2, 1)
+    assert tuple(counts.loc["supp_table3/delong/all-cac", ["runs", "holds"]]) == (2, 2)
+    assert tuple(counts.loc["nri/events", ["runs", "holds"]]) == (1, 1)
+    assert tuple(counts.loc["calibration/within", ["runs", "comparable", "holds"]]) == (2, 0, 0)
+    assert counts.loc["supp_table3/auc/all", "group"] == "fitted"
+    with pytest.raises(ValueError, match="at least one run directory"):
+        sc.holds_by_key([])
+
+
+def test_absent_tables_give_no_rows(run_dir, tmp_path):
+    table = sc.scorecard(run_dir)
+    for item in ("supp_table5", "supp_table6", "supp_table7", "supp_table2"):
+        assert item not in set(table["item"])
+    (run_dir / "tables" / "calibration.csv").unlink()
+    (run_dir / "tables" / "supp_table3.csv").unlink()
+    table = sc.scorecard(run_dir)
+    assert not table["item"].isin(["calibration", "cohort"]).any()
+    assert math.isnan(_key(table, "table1/male_percent")["tolerance"])
+    assert _key(table, "table1/male_percent")["within"] is None
+    # without its AUC table, supp_table3 keeps its DeLong rows but has no AUC or order rows
+    assert table.loc[table["item"] == "supp_table3", "key"].str.startswith("supp_table3/delong/").all()
+    empty = sc.scorecard(tmp_path / "no-such-run")
+    assert empty.empty and list(empty.columns) == sc.COLUMNS
+
+
+def test_a_table_of_another_layout_skips_its_item(run_dir, caplog):
+    _write(run_dir, "nri", "component,estimate\nnri_events,0.2\n")
+    table = sc.scorecard(run_dir)
+    assert "nri" not in set(table["item"]) and "supp_fig4" in set(table["item"])
+    assert "nri_rows skipped" in caplog.text
+
+
+def test_a_repeated_row_counts_once(run_dir, caplog):
+    _write(run_dir, "supp_table4_delong", """
+a,b,comparison,auc_a,auc_b,difference,ci_low,ci_high,p,p_text,paper_p
+ai_hybrid,ai_ctac,AI hybrid vs AI CTAC,0.75,0.76,-0.01,-0.03,0.01,0.369,0.369,0.384
+ai_hybrid,ai_ctac,AI hybrid vs AI CTAC,0.75,0.76,-0.01,-0.03,0.01,0.01,0.010,0.384
+""")
+    r = _key(sc.scorecard(run_dir), "supp_table4/delong/ai_hybrid-ai_ctac")
+    assert r["within"] is True and "second row with the key supp_table4/delong/ai_hybrid-ai_ctac" in caplog.text
 
 
 def test_item_label():
@@ -226,33 +477,70 @@ def test_item_label():
 
 
 # -- pages ----------------------------------------------------------------------------------------
+def _section(page, heading):
+    start = page.index(f"\n{heading}\n")
+    rest = page[start + len(heading) + 2:]
+    ends = [i for i in (rest.find("\n## "), rest.find("\n### ")) if i >= 0]
+    return rest[:min(ends)] if ends else rest
+
+
 def test_scorecard_page(run_dir):
     table = sc.scorecard(run_dir)
     page = sc.scorecard_page(table)
     assert page.startswith("# Replication scorecard\n")
-    assert "synthetic" in page and "*Within*" in page
-    n_within = sum(w is True for w in table["within"])
-    n_comparable = sum(w is not None for w in table["within"])
-    assert f"**{n_within} of {n_comparable}** comparable numbers are within tolerance" in page
-    lines = [ln for ln in page.splitlines() if ln.startswith("| ")]
-    assert lines[0] == "| Item | Quantity | Paper | This book | Difference | Tolerance | Within | Chapter |"
-    assert len(lines) == 1 + len(table)
-    row = next(ln for ln in lines if "AUC, All, all patients" in ln)
-    assert row.startswith("| Supplementary Table 3 |")
-    assert row.endswith("| yes | [chapter 5](../notebooks/05_models.ipynb) |")
-    assert "| **no** |" in next(ln for ln in lines if "Coronary calcium, all" in ln)
+    assert "synthetic" in page and "*Criterion*" in page
+    headings = [ln for ln in page.splitlines() if ln.startswith("#")]
+    assert headings == ["# Replication scorecard", "## Summary", "## Rows that miss", "## All rows",
+                        "### Fitted to", "### Held out", "### Cohort margins"]
+    counts = {}
+    for group in ("fitted", "held_out", "margins"):
+        w = [x for x in table.loc[table["group"] == group, "within"] if x is not None]
+        counts[group] = (sum(w), len(w))
+    (fw, fn), (hw, hn), (mw, mn) = counts["fitted"], counts["held_out"], counts["margins"]
+    assert (f"**Fitted to:** {fw} of {fn} within; **Held out:** {hw} of {hn} within ({100 * hw / hn:.0f}%); "
+            f"**Cohort margins:** {mw} of {mn} within.") in _section(page, "## Summary")
+    misses = [ln for ln in _section(page, "## Rows that miss").splitlines() if ln.startswith("- ")]
+    assert len(misses) == sum(w is False for w in table["within"])
+    line = next(ln for ln in misses if "`supp_table3/auc/cac`" in ln)
+    assert line == ("- Supplementary Table 3, AUC, Coronary calcium, all patients: paper 0.64 (0.57-0.71), this book "
+                    "0.66 (0.60-0.80) (fitted to, `supp_table3/auc/cac`). *no reason recorded*")
+    header = "| Item | Quantity | Paper | This book | Criterion | Within | Chapter |"
+    sections = (("### Fitted to", "fitted"), ("### Held out", "held_out"), ("### Cohort margins", "margins"))
+    for heading, group in sections:
+        lines = [ln for ln in _section(page, heading).splitlines() if ln.startswith("| ")]
+        assert lines[0] == header and len(lines) == 1 + (table["group"] == group).sum()
+    lines = page.splitlines()
+    row = next(ln for ln in lines if "| AUC, All, all patients |" in ln)
+    assert row == ("| Supplementary Table 3 | AUC, All, all patients | 0.80 (0.74-0.87) | 0.78 (0.70-0.85) | "
+                   "-0.019 (±0.02) | yes | [chapter 5](../notebooks/05_models.ipynb) |")
+    assert "| **no** |" in next(ln for ln in lines if "| AUC, Coronary calcium, all" in ln)
     # chapters outside the book are named, not linked
     page = sc.scorecard_page(table, docs={"notebooks/00_data"})
     assert "[chapter 0](../notebooks/00_data.ipynb)" in page and "](../notebooks/05_models" not in page
     assert "| chapter 5 |" in page
 
 
+def test_scorecard_page_shows_notes(run_dir, monkeypatch):
+    table = sc.scorecard(run_dir)
+    page = sc.scorecard_page(table, notes={"supp_table3/auc/cac": "The generator's calcium is too strong."})
+    line = next(ln for ln in page.splitlines() if "`supp_table3/auc/cac`" in ln)
+    assert line.endswith("*The generator's calcium is too strong.*")
+    assert "*no reason recorded*" in next(ln for ln in page.splitlines() if "`nri/overall`" in ln)
+    _paper_with(monkeypatch, scorecard_notes={"nri/overall": "Another estimator."})
+    page = sc.scorecard_page(table)  # notes from paper_values.yaml by default
+    assert next(ln for ln in page.splitlines() if "`nri/overall`" in ln).endswith("*Another estimator.*")
+
+
 def test_scorecard_page_escapes_pipes_and_handles_an_empty_table():
-    table = pd.DataFrame([{"item": "x", "quantity": "a | b", "paper": "1", "book": "2", "difference": 1.0,
-                           "tolerance": math.nan, "within": None, "where": ""}], columns=sc.COLUMNS)
-    page = sc.scorecard_page(table, tolerances=TOL)
-    assert "| x | a \\| b | 1 | 2 | +1 |  |  |  |" in page
-    assert "**0 of 0**" in page
+    table = pd.DataFrame([{"key": "x/y", "group": "held_out", "item": "x", "quantity": "a | b", "paper": "1",
+                           "book": "2", "difference": 1.0, "tolerance": math.nan, "criterion": "c", "within": None,
+                           "where": ""}], columns=sc.COLUMNS)
+    page = sc.scorecard_page(table, tolerances=TOL, notes={})
+    assert "| x | a \\| b | 1 | 2 | c |  |  |" in page
+    assert "**Held out:** 0 of 0 within;" in page and "None: every comparable row is within." in page
+    assert "### Fitted to" not in page and "### Held out" in page
+    with pytest.raises(ValueError, match="unknown groups"):
+        sc.scorecard_page(table.assign(group="elsewhere"), tolerances=TOL, notes={})
     empty = sc.scorecard_page(pd.DataFrame(columns=sc.COLUMNS))
     assert "holds none of the tables" in empty and "| Item |" not in empty
 
