@@ -6,6 +6,7 @@ Jupyter Book never executes anything here (``execute_notebooks: off``): papermil
     _config.yml, _toc.yml, references.bib (if present)   from the repository
     book/                                                 from the repository (pages)
     book/scorecard.md, book/status.md                     generated from <run_dir>/tables/ and run.json
+    book/generator_fit.md                                 generated from data_manifest/generator.yaml
     notebooks/<name>.ipynb                                from <run_dir>/executed/ (not *.failed.ipynb)
     run/tables/, run/figures/                             from <run_dir>/ (for download links)
 
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import yaml
 
+from . import manifest
 from . import scorecard as scorecard_mod
 
 logger = logging.getLogger(__name__)
@@ -66,8 +68,10 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
                           docs: list[str] | None = None) -> list[Path]:
     """Write the pages generated from the run directory into a staged source tree.
 
-    ``book/scorecard.md`` (:func:`ctac_helpers.scorecard.scorecard_page` of the run's tables) and
-    ``book/status.md`` (:func:`ctac_helpers.scorecard.status_page` of its ``run.json``). Pages of
+    ``book/scorecard.md`` (:func:`ctac_helpers.scorecard.scorecard_page` of the run's tables),
+    ``book/generator_fit.md`` (:func:`ctac_helpers.scorecard.generator_fit_page` of
+    ``data_manifest/generator.yaml``) and ``book/status.md``
+    (:func:`ctac_helpers.scorecard.status_page` of its ``run.json``). Pages of
     the same name copied from the repository are replaced.
 
     Parameters
@@ -92,6 +96,7 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
     table = scorecard_mod.scorecard(run_dir)
     pages = {
         "scorecard.md": scorecard_mod.scorecard_page(table, docs=names, page_dir="book"),
+        "generator_fit.md": scorecard_mod.generator_fit_page(manifest.generator_file(), table),
         "status.md": scorecard_mod.status_page(run_json),
     }
     written = []

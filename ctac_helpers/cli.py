@@ -12,6 +12,7 @@ Examples
     ctac-book validate --config mysite/site.yaml   # every problem of the site's data, one per line
     ctac-book compare runs/a runs/b         # which recorded outputs differ between two runs
     ctac-book check-html --profile quick    # open every page of _build/html in headless Chromium
+    ctac-book calibrate                     # fit the synthetic generator's constants (data_manifest/generator.yaml)
 
 Exit codes: 0 success, 1 a stage or the book build failed (``validate``: the data has errors;
 ``compare``: an output differs), 2 bad input (configuration, stage name, missing file or run
@@ -123,6 +124,26 @@ def build_parser() -> argparse.ArgumentParser:
     p_check.add_argument("--html", metavar="DIR", type=Path,
                          help="the built book (default: ./_build/html, where `ctac-book build` writes it)")
     p_check.set_defaults(func=_cmd_check_html)
+
+    p_cal = sub.add_parser(
+        "calibrate", help="fit the synthetic generator's structural constants to the paper's declared targets",
+        description="Fit the death components' shifts and the reversible share of the stress deficit to the "
+                    "results listed under generator_targets in data_manifest/paper_values.yaml (a fast proxy, "
+                    "then the book's own XGBoost procedure), and write data_manifest/generator.yaml. With "
+                    "--heldout-seeds N, run the book on N other seeds and record how often each held-out "
+                    "scorecard row holds. About 25 minutes for the fit and 10 per held-out seed on two cores.")
+    p_cal.add_argument("--no-confirm", action="store_true",
+                       help="the proxy fit only (minutes), without the book's procedure")
+    p_cal.add_argument("--heldout-seeds", metavar="N", type=int, default=0,
+                       help="after the fit, run the book on the N seeds after the default one (default 0)")
+    p_cal.add_argument("--heldout-only", action="store_true",
+                       help="skip the fit: run the held-out check with the constants of generator.yaml")
+    p_cal.add_argument("--runs", metavar="DIR", type=Path, default=Path("runs"),
+                       help="where the held-out runs go (default ./runs)")
+    p_cal.add_argument("--out", metavar="FILE", type=Path,
+                       help="write here instead of data_manifest/generator.yaml")
+    p_cal.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p_cal.set_defaults(func=_cmd_calibrate, quiet=False)
     return parser
 
 
@@ -260,6 +281,31 @@ def format_status(rows: list) -> str:
     w0 = max(len(r[0]) for r in table)
     w1 = max(len(r[1]) for r in table)
     return "\n".join(f"{a:<{w0}}  {b:<{w1}}  {c}".rstrip() for a, b, c in table) + "\n"
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from . import generator_fit, manifest
+
+    if args.heldout_only and not args.heldout_seeds:
+        raise ValueError("--heldout-only needs --heldout-seeds N (N >= 1)")
+    if args.heldout_seeds < 0:
+        raise ValueError(f"--heldout-seeds must be >= 0, got {args.heldout_seeds}")
+    content = dict(manifest.generator_file())
+    if not args.heldout_only:
+        content = generator_fit.calibrate(generator_fit.FitConfig(confirm=not args.no_confirm))
+        content.pop("heldout", None)  # a check of earlier constants says nothing of these
+        path = generator_fit.write_generator_file(content, args.out)
+        logger.info("fitted constants written to %s (%.0f s)", path, content["fit"]["seconds"])
+    if args.heldout_seeds:
+        def record(done, holds):  # after every seed, so that an interrupted check keeps what it did
+            content["heldout"] = {"seeds": done,
+                                  "rows": holds.drop(columns=["item", "quantity"]).to_dict("records")}
+            path = generator_fit.write_generator_file(content, args.out)
+            logger.info("held-out check on seeds %s written to %s", done, path)
+
+        generator_fit.heldout_check(generator_fit.heldout_seeds(count=args.heldout_seeds), args.runs,
+                                    on_seed=record)
+    return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

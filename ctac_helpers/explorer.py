@@ -52,7 +52,7 @@ OUTCOME = "death"
 FOLLOWUP = "followup_years"
 CLASS_MODEL = "all"  # chapter 7's AI class is defined on the All model
 SHAP_MODEL = "ai_ctac"  # chapter 5 explains the AI CTAC model (artifacts/shap_structures.parquet)
-TPD_ISCHEMIA = 10.0  # chapter 7: the AI threshold flags as many patients as stress TPD >= 10%
+TPD_ISCHEMIA = 10.0  # chapter 7: the AI threshold flags as many patients as ischemic TPD >= 10%
 CENTRE_STRUCTURE = "heart"
 CT_WINDOW = (-1000, 600)  # the window of plots.segmentation_overlay (chapter 2)
 NO_SCAN = "no CT scan"
@@ -85,7 +85,7 @@ def risk_table(cohort: pd.DataFrame, predictions: pd.DataFrame, class_model: str
     class_model : str
         The model whose score defines the AI class (chapter 7: ``'all'``).
     tpd_ischemia : float
-        The AI threshold flags as many patients as have a stress TPD at or above this value (%), as in
+        The AI threshold flags as many patients as have an ischemic TPD at or above this value (%), as in
         chapter 7 (:func:`ctac_helpers.survival.match_threshold`).
 
     Returns
@@ -121,7 +121,7 @@ def risk_table(cohort: pd.DataFrame, predictions: pd.DataFrame, class_model: str
         out[f"score__{m}"] = s
         out[f"percentile__{m}"] = s.rank(pct=True) * 100
     scored = out[f"score__{class_model}"].notna().to_numpy()
-    tpd = cohort.set_index(ID)["stress_tpd"].to_numpy(float)
+    tpd = survival.ischemic_tpd(cohort.set_index(ID)).to_numpy(float)
     match = survival.match_threshold(out[f"score__{class_model}"].to_numpy()[scored], tpd[scored] >= tpd_ischemia)
     high = pd.Series(pd.NA, index=out.index, dtype="boolean")
     high[scored] = out[f"score__{class_model}"].to_numpy()[scored] >= match.threshold

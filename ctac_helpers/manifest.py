@@ -5,6 +5,7 @@
 * ``structures.yaml``: TotalSegmentator v2 class ids and the synthetic CT model's structures.
 * ``radiomics_features.yaml``: the 32 PyRadiomics features and the 15-feature subset.
 * ``scan_manifest.yaml``: the scan manifest's columns and the image checks applied at ingestion.
+* ``generator.yaml``: the synthetic generator's structural constants and the record of their fit.
 
 CT feature columns follow one naming scheme, shared by the synthetic generator and the imaging
 stages: ``ct__<structure>__<feature>`` with TotalSegmentator v2 structure names and PyRadiomics
@@ -31,6 +32,16 @@ def _load_yaml(name: str) -> dict:
         raise FileNotFoundError(f"data manifest file {path} is missing")
     with open(path, encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+def clear_cache() -> None:
+    """Forget the files read so far (after ``ctac-book calibrate`` rewrites ``generator.yaml``)."""
+    _load_yaml.cache_clear()
+
+
+def generator_file() -> dict:
+    """``generator.yaml``: the synthetic generator's constants, their design notes and fit record."""
+    return _load_yaml("generator.yaml")
 
 
 # -- schema ---------------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ __all__ = [
     "authors_gridsearch",
     "cross_validate",
     "default_structures",
+    "feature_arrays",
     "feature_matrix",
     "feature_structure",
     "fold_seed",
@@ -309,7 +310,7 @@ def _radiomics_block(ids: pd.Series, ct_features: pd.DataFrame | None, features:
     return block
 
 
-def _to_xgb_arrays(X: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
+def feature_arrays(X: pd.DataFrame) -> tuple[np.ndarray, list[str], list[str]]:
     """float32 matrix (category codes for categoricals, NaN for missing), names and xgboost types.
 
     A plain array instead of the DataFrame so that joblib hands it to the worker processes as a
@@ -817,7 +818,7 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         if FEATURE_SETS[m]["kind"] == "univariate":
             uni[m] = X.iloc[:, 0].to_numpy(np.float64)
             continue
-        arr, names, types = _to_xgb_arrays(X)
+        arr, names, types = feature_arrays(X)
         for k, (tr, va, te) in enumerate(splits):
             fold_points = points if chosen is None else [_chosen_point(chosen, m, k, points)]
             fold_cap, stopping = cap, early_stopping_rounds
@@ -1172,7 +1173,7 @@ def shap_values(cv_result: CVResult, cohort: pd.DataFrame, ct_features: pd.DataF
     boosters = _boosters_of(cv_result, model)
     X, _ = feature_matrix(cohort, ct_features, model, cv_result.config.get("radiomics_subset", "subset15"),
                           cv_result.config.get("structures"))
-    arr, names, types = _to_xgb_arrays(X)
+    arr, names, types = feature_arrays(X)
     folds = cv_result.folds.set_index(ID)["fold"]
     if not X.index.isin(folds.index).all():
         raise ValueError("cohort holds patients that the cross-validation did not see")

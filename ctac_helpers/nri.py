@@ -1,7 +1,7 @@
 """Net reclassification improvement (NRI) of a binary high-risk classification, with censoring.
 
 The paper compares the AI high-risk class (score at or above the matched threshold) with abnormal
-perfusion (stress TPD >= 10%) by the time-dependent NRI at 2 years, computed with the R package
+perfusion (ischemic TPD >= 10%) by the time-dependent NRI at 2 years, computed with the R package
 ``nricens`` 1.6 (Kaplan-Meier estimator, ``updown = "category"``), with percentile bootstrap
 intervals. Moving from the old to the new classification, a patient moves *up* (old low, new high)
 or *down* (old high, new low).

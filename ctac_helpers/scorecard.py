@@ -70,7 +70,7 @@ import yaml
 
 from . import manifest
 from .stages import STAGES, execution_order
-from .subgroups import _PAPER_KEYS as _SUBGROUP_PAPER_KEYS
+from .subgroups import PAPER_KEYS as _SUBGROUP_PAPER_KEYS
 from .subgroups import SUBGROUPS
 
 logger = logging.getLogger(__name__)
@@ -702,7 +702,7 @@ def _fig3_rows(run_dir: Path, tol: dict) -> list[dict]:
     values = manifest.paper_entry("fig3")["values"]
     paper = values["ai_high_risk_percent"]
     rows = [_absolute("fig3/high_risk_percent", "fig3",
-                      "Patients in the AI high-risk class, matched to stress TPD >= 10% (%)",
+                      "Patients in the AI high-risk class, matched to ischemic TPD >= 10% (%)",
                       f"{paper:.2f}%", f"{share:.2f}% ({n_high:,.0f} of {total:,.0f})", "fig3_logrank",
                       paper, share, tol["percent"])]
     th = _read(run_dir, "ai_threshold")
@@ -1009,6 +1009,101 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
             rows.append([_cell(item_label(r.item)), _cell(r.quantity), _cell(r.paper), _cell(r.book),
                          _cell(r.criterion), within, _chapter_link(r.where, docs, page_dir)])
         parts += [f"### {heading}", "", _markdown_table(header, rows), ""]
+    return "\n".join(parts)
+
+
+def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None) -> str:
+    """The "Fitting the synthetic generator" page (MyST Markdown) of ``data_manifest/generator.yaml``.
+
+    Parameters
+    ----------
+    content : mapping
+        The parsed ``generator.yaml``: ``constants``, and the ``fit`` and ``heldout`` records that
+        ``ctac-book calibrate`` writes (either may be absent).
+    table : pandas.DataFrame, optional
+        This run's :func:`scorecard`, to show the fitted rows beside the fit's record.
+
+    Returns
+    -------
+    str
+        The page's text.
+    """
+    constants = content.get("constants") or {}
+    fit = content.get("fit") or {}
+    parts = [
+        "# Fitting the synthetic generator",
+        "",
+        "The synthetic cohort's margins are fitted cell by cell to the paper's Tables 1 and 2 (chapter 0). "
+        "Its *structure*, how strongly each hidden death component separates deaths from survivors, is set "
+        "by a few constants fitted by `ctac-book calibrate` to a small, declared set of the paper's results "
+        "(`generator_targets` in `data_manifest/paper_values.yaml`). Every other result of the paper is "
+        "*held out*: the replication scorecard reports the two groups separately, and the held-out rows test "
+        "whether the generator's structure is right. This page is generated from "
+        "`data_manifest/generator.yaml` each time the book is built.",
+        "",
+        "## Constants",
+        "",
+    ]
+    fitted_names = ("death_shift", "age_modulation", "ct_athero", "coupling_ct", "coupling_myocardial",
+                    "ischemic_fraction")
+    rows = []
+    for name, value in constants.items():
+        if isinstance(value, Mapping):
+            text = ", ".join(f"{k} {float(v):.3f}" for k, v in value.items())
+        else:
+            text = f"{float(value):g}"
+        rows.append([f"`{_cell(name)}`", _cell(text), "fitted" if name in fitted_names else "design assumption"])
+    parts += [_markdown_table(["Constant", "Value", "How it was set"], rows), "",
+              "`death_shift`: each death component's mean in patients who died (within-cell standard deviations): "
+              "a CT-only burden (lungs, body composition, frailty), a coronary component (calcium, perfusion, "
+              "ejection fraction, history), a myocardial component seen only by SPECT, and a clinical component "
+              "(stress type, exercise capacity, comorbidities). `ischemic_fraction`: the mean reversible share of "
+              "the stress perfusion deficit. The design assumptions are documented in "
+              "`ctac_helpers.synth.GeneratorConstants`.", ""]
+    if not fit:
+        parts += ["The file holds no fit record: these constants were not written by `ctac-book calibrate`.", ""]
+    else:
+        parts += ["## The fit", "",
+                  f"Method: {_cell(fit.get('method', ''))}. Cohort: {int(fit.get('n_patients', 0)):,} patients, "
+                  f"seed {fit.get('seed', '')}. Proxy evaluations: {fit.get('proxy_evaluations', '')}; time: "
+                  f"{float(fit.get('seconds', float('nan'))) / 60:.1f} minutes on the machine that ran it.", ""]
+        rows = []
+        for t in fit.get("targets") or []:
+            rows.append([f"`{_cell(t.get('key'))}`", _fmt(t.get("paper"), "g"), _fmt(t.get("proxy"), ".3f"),
+                         _fmt(t.get("confirmed"), ".3f"), _cell(t.get("moved_by", ""))])
+        parts += [_markdown_table(["Target", "Paper", "Proxy", "Book's procedure", "Moved by"], rows), "",
+                  "*Proxy*: a penalised logistic regression cross-validated on the same features (fast, and "
+                  "smooth in the constants); *Book's procedure*: chapter 5's XGBoost cross-validation on the "
+                  "fitted cohort. Targets moved by the margins are listed for completeness: no structural "
+                  "constant can change them.", ""]
+        offsets = fit.get("offsets") or {}
+        if offsets:
+            parts += ["The proxy's distance from the book's procedure at the last confirmation (what a further "
+                      "round would add to the proxy's targets; each round's own values are in `generator.yaml`): "
+                      + ", ".join(f"`{_cell(k)}` {float(v):+.3f}" for k, v in offsets.items()) + ".", ""]
+    if table is not None and not table.empty and "group" in table:
+        fitted = table[table["group"] == "fitted"]
+        if not fitted.empty:
+            rows = [[f"`{_cell(r.key)}`", _cell(r.paper), _cell(r.book),
+                     "" if r.within is None else ("yes" if r.within else "**no**")] for r in fitted.itertuples()]
+            parts += ["## The fitted rows in this run", "",
+                      _markdown_table(["Key", "Paper", "This run", "Within"], rows), ""]
+    heldout = content.get("heldout") or {}
+    parts += ["## The held-out rows on other seeds", ""]
+    rows_h = heldout.get("rows") or []
+    if not rows_h:
+        parts += ["No held-out check is recorded for these constants (`ctac-book calibrate --heldout-seeds 5` "
+                  "runs one).", ""]
+    else:
+        seeds = heldout.get("seeds") or []
+        held = [r for r in rows_h if r.get("group") == "held_out" and r.get("comparable")]
+        rate = sum(r["holds"] for r in held) / max(1, sum(r["comparable"] for r in held))
+        parts += [f"The book was run on {len(seeds)} other seeds ({', '.join(map(str, seeds))}), fixed before "
+                  "any result was seen. Each held-out row, and in how many of those runs it holds; on average "
+                  f"**{rate:.0%}** of the held-out rows hold per run.", ""]
+        rows = [[f"`{_cell(r.get('key'))}`", f"{int(r.get('holds', 0))} of {int(r.get('comparable', 0))}"]
+                for r in held]
+        parts += [_markdown_table(["Held-out row", "Holds in"], rows), ""]
     return "\n".join(parts)
 
 

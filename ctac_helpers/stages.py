@@ -52,7 +52,7 @@ STAGES: tuple[Stage, ...] = (
         notebook="00_data.ipynb",
         title="The data: schema and synthetic cohort",
         artifacts=("cohort", "ct_features", "latent"),
-        tables=("calibration", "schema"),
+        tables=("calibration", "schema", "generator_loadings"),
         figures=("calibration",),
     ),
     Stage(

@@ -48,7 +48,8 @@ SUBGROUPS: Mapping[str, Mapping] = MappingProxyType({
 })
 
 # Keys of the paper's values (data_manifest, entry supp_fig3) for labels that are not valid keys.
-_PAPER_KEYS = {"<65": "age_lt65", ">=65": "age_ge65"}
+#: Subgroup labels whose key in paper_values.yaml differs from the label (supp_fig3).
+PAPER_KEYS = {"<65": "age_lt65", ">=65": "age_ge65"}
 
 _OPERATORS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
               ">=": operator.ge}
@@ -336,6 +337,6 @@ def beside_paper(table: pd.DataFrame, entry: Mapping) -> pd.DataFrame:
         if c not in table:
             raise ValueError(f"table lacks the column {c!r}; expected subgroup_auc's output")
     auc, p = dict(entry.get("auc") or {}), dict(entry.get("p") or {})
-    keys = table["subgroup"].map(lambda s: _PAPER_KEYS.get(str(s), str(s)))
+    keys = table["subgroup"].map(lambda s: PAPER_KEYS.get(str(s), str(s)))
     return table.assign(paper_auc=keys.map(lambda k: float(auc[k]) if k in auc else np.nan),
                         paper_p=table["comparison"].map(lambda c: str(p.get(c, ""))))

@@ -1,7 +1,7 @@
 """Survival analysis for the outcome section: matched thresholds, Kaplan-Meier, log-rank and Cox models.
 
 The paper (Methods, "Thresholds" and "Statistical analysis") classifies patients as high risk by
-the AI score with a threshold that flags the same share of patients as ischemia (stress TPD >= 10%),
+the AI score with a threshold that flags the same share of patients as ischemia (ischemic TPD >= 10%),
 draws Kaplan-Meier curves of both classifications, tests them with the log-rank test, and reports
 univariate and multivariable Cox hazard ratios, including the adjusted HR of the AI high-risk class
 within subgroups (Supplementary Table 7). The estimators are lifelines' (the paper used lifelines
@@ -162,8 +162,8 @@ class ThresholdMatch:
 def match_threshold(score, reference_positive) -> ThresholdMatch:
     """The score threshold that flags the same share of patients as a reference classification.
 
-    The paper defines abnormal perfusion as stress TPD >= 10% and classifies the AI score as high
-    risk at the threshold that flags the same share of patients (0.17, flagging 4.13%).
+    The paper's reference is ischemia >= 10% (:func:`ischemic_tpd`); it classifies the AI score as
+    high risk at the threshold that flags the same share of patients (0.17, flagging 4.13%).
 
     Parameters
     ----------
@@ -171,7 +171,7 @@ def match_threshold(score, reference_positive) -> ThresholdMatch:
         Finite scores; higher means higher risk.
     reference_positive : array-like of shape (n_samples,)
         Reference high-risk classification of the same patients (booleans or 0/1), e.g.
-        ``cohort["stress_tpd"] >= 10``; it must flag at least one patient.
+        ``ischemic_tpd(cohort) >= 10``; it must flag at least one patient.
 
     Returns
     -------
@@ -597,8 +597,9 @@ def cox_multivariable(df: pd.DataFrame, duration_col: str, event_col: str, covar
         Confidence level of the intervals.
     on_failure : {"raise", "report"}, default "raise"
         What a model that cannot be estimated does: raise, or give NaN estimates with the reason in an
-        added ``note`` column, for the covariate whose interval overflows or, when the model cannot be
-        fitted at all, for every covariate.
+        added ``note`` column, for the covariate whose interval overflows or that is constant among the
+        complete rows (it is left out of the model, which is fitted on the others) or, when the model
+        cannot be fitted at all, for every covariate.
 
     Returns
     -------
@@ -622,20 +623,40 @@ def cox_multivariable(df: pd.DataFrame, duration_col: str, event_col: str, covar
     level = _check_level(level)
     report = _check_on_failure(on_failure)
     columns = _COX_COLUMNS + (["note"] if report else [])
-    data = _survival_frame(df, duration_col, event_col, covariates, "cox_multivariable")
+    constant: list[str] = []
+    if report and not isinstance(covariates, str) and len(covariates):
+        # a covariate constant among the complete rows (a small site) is reported, the others fitted
+        _check_columns(df, [duration_col, event_col, *covariates], "column(s)")
+        _check_numeric(df, list(covariates))
+        complete = df[[duration_col, event_col, *covariates]].dropna()
+        constant = [c for c in covariates if complete[c].nunique() < 2]
+        if len(constant) == len(covariates):
+            n, events = len(complete), int(complete[event_col].sum())
+            out = pd.DataFrame([{"covariate": c, **_NO_ESTIMATE, "n": n, "events": events,
+                                 "note": f"constant among the {n} complete rows; no model to fit"}
+                                for c in covariates], columns=columns)
+            out.attrs.update(concordance=np.nan, n=n, events=events)
+            return out
+    fitted = [c for c in covariates if c not in constant] if constant else covariates
+    data = _survival_frame(df, duration_col, event_col, fitted, "cox_multivariable")
     n, events = len(data), int(data["_event"].sum())
+    skipped = {c: {"covariate": c, **_NO_ESTIMATE, "n": n, "events": events,
+                   "note": f"constant among the {n} complete rows; left out of the model"} for c in constant}
+    if constant:
+        logger.warning("cox_multivariable: covariate(s) %s constant among the %d complete rows; left out", constant, n)
     try:
         cph = _fit_cox(data, level, "cox_multivariable")
     except ValueError as err:
         if not report:
             raise
         logger.warning("%s", err)
-        out = pd.DataFrame([{"covariate": c, **_NO_ESTIMATE, "n": n, "events": events,
-                             "note": str(err).split(": ", 1)[-1]} for c in covariates], columns=columns)
+        out = pd.DataFrame([skipped.get(c) or {"covariate": c, **_NO_ESTIMATE, "n": n, "events": events,
+                                               "note": str(err).split(": ", 1)[-1]} for c in covariates],
+                           columns=columns)
         out.attrs.update(concordance=np.nan, n=n, events=events)
         return out
-    out = pd.DataFrame([{**r, "n": n, "events": events} for r in _hr_rows(cph, list(covariates), level, report)],
-                       columns=columns)
+    estimated = {r["covariate"]: {**r, "n": n, "events": events} for r in _hr_rows(cph, list(fitted), level, report)}
+    out = pd.DataFrame([estimated.get(c) or skipped[c] for c in covariates], columns=columns)
     out.attrs.update(concordance=float(cph.concordance_index_), n=n, events=events)
     return out
 
@@ -679,9 +700,9 @@ def adjusted_hr_by_subgroup(df: pd.DataFrame, exposure: str, subgroups: Mapping,
     level : float, default 0.95
         Confidence level of the intervals.
     on_failure : {"raise", "report"}, default "raise"
-        What a subgroup whose hazard ratio cannot be estimated (no death, a constant exposure, a
-        model that does not converge, e.g. with few deaths and a covariate that separates them)
-        does: raise, or give a row with NaN estimates and the reason in ``note``.
+        What a subgroup whose hazard ratio cannot be estimated (no patient, no death, a constant
+        exposure, a model that does not converge, e.g. with few deaths and a covariate that
+        separates them) does: raise, or give a row with NaN estimates and the reason in ``note``.
 
     Returns
     -------
@@ -694,8 +715,8 @@ def adjusted_hr_by_subgroup(df: pd.DataFrame, exposure: str, subgroups: Mapping,
     Raises
     ------
     ValueError
-        On unknown or non-numeric columns, invalid masks, an empty subgroup, an unknown
-        ``on_failure``, and (with ``on_failure="raise"``) a subgroup whose HR cannot be estimated.
+        On unknown or non-numeric columns, invalid masks, an unknown ``on_failure``, and (with
+        ``on_failure="raise"``) an empty subgroup or a subgroup whose HR cannot be estimated.
 
     References
     ----------
@@ -718,7 +739,11 @@ def adjusted_hr_by_subgroup(df: pd.DataFrame, exposure: str, subgroups: Mapping,
     for name, spec in subgroups.items():
         mask = _subgroup_mask(df, name, spec)
         if not mask.any():
-            raise ValueError(f"subgroup {name!r} is empty")
+            if on_failure == "raise":
+                raise ValueError(f"subgroup {name!r} is empty")
+            rows.append({"subgroup": name, "n": 0, "events": 0, "hr": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                         "p": np.nan, "dropped": "", "note": "no patient in this subgroup"})
+            continue
         sub = df.loc[mask]
         kept = [c for c in adjust_for if sub[c].dropna().nunique() > 1]
         dropped = [c for c in adjust_for if c not in kept]
@@ -773,7 +798,7 @@ HR_SUBGROUPS: Mapping[str, str | None] = {
 }
 
 
-_LABELS = {"ai_high_risk": "AI high risk", "ischemia": "Ischemia (stress TPD)",
+_LABELS = {"ai_high_risk": "AI high risk", "ischemia": "Ischemia (ischemic TPD)",
            "abnormal_perfusion": "Abnormal perfusion", "cac_gt400": "Severe coronary calcium",
            "cac_zero": "No coronary calcium", "male": "Male sex"}
 
@@ -784,6 +809,34 @@ def covariate_label(name: str) -> str:
         return _LABELS[name]
     from .manifest import variable_label  # the schema is only read when a label is asked for
     return variable_label(name)
+
+
+def ischemic_tpd(cohort: pd.DataFrame) -> pd.Series:
+    """The ischemic (reversible) perfusion deficit: stress TPD minus rest TPD, in % of the myocardium.
+
+    The paper's reference high-risk class is "ischemia >= 10%" (Fig. 3, the NRI, the AI threshold
+    matched to 4.13% of patients). Stress TPD >= 10% would flag about 13% of a cohort with the
+    paper's Table 1 quartiles; ischemic TPD >= 10% is the reading consistent with 4.13%. Where rest
+    TPD is missing (a site without rest imaging, or no ``rest_tpd`` column) stress TPD stands in.
+
+    Parameters
+    ----------
+    cohort : DataFrame
+        With ``stress_tpd`` and optionally ``rest_tpd``.
+
+    Returns
+    -------
+    Series
+        Indexed like ``cohort``; ``attrs["stress_only"]`` counts the patients for whom stress TPD
+        stood in.
+    """
+    _check_columns(cohort, ["stress_tpd"], "cohort column(s)")
+    stress = pd.to_numeric(cohort["stress_tpd"], errors="coerce")
+    rest = (pd.to_numeric(cohort["rest_tpd"], errors="coerce") if "rest_tpd" in cohort
+            else pd.Series(np.nan, index=cohort.index))
+    out = (stress - rest).where(rest.notna(), stress).rename("ischemic_tpd")
+    out.attrs["stress_only"] = int((rest.isna() & stress.notna()).sum())
+    return out
 
 
 def risk_covariates(cohort: pd.DataFrame, score, threshold: float, *, tpd_ischemia: float = 10.0,
@@ -800,8 +853,9 @@ def risk_covariates(cohort: pd.DataFrame, score, threshold: float, *, tpd_ischem
     threshold : float
         AI high risk is ``score >= threshold`` (see :func:`match_threshold`).
     tpd_ischemia, tpd_abnormal : float
-        Stress TPD (%) at or above which perfusion counts as ischemic (Fig. 3, NRI; the paper: 10)
-        and as abnormal (Supplementary Fig. 4; the paper's normal perfusion is TPD < 5).
+        Ischemic TPD (%, :func:`ischemic_tpd`) at or above which perfusion counts as ischemic
+        (Fig. 3, NRI; the paper: 10) and stress TPD at or above which it is abnormal
+        (Supplementary Fig. 4; the paper's normal perfusion is stress TPD < 5).
     cac_high : float
         CAC score above which calcium is severe (the paper: 400).
 
@@ -833,11 +887,11 @@ def risk_covariates(cohort: pd.DataFrame, score, threshold: float, *, tpd_ischem
     def flag(values: pd.Series, positive: pd.Series) -> pd.Series:
         return positive.astype(float).where(values.notna())
 
-    tpd, cac = cohort["stress_tpd"], cohort["cac_score"]
+    tpd, cac, isch = cohort["stress_tpd"], cohort["cac_score"], ischemic_tpd(cohort)
     out = pd.DataFrame({
         "patient_id": cohort["patient_id"], "followup_years": cohort["followup_years"],
         "death": cohort["death"], "score": s, "ai_high_risk": (s >= threshold).astype(float),
-        "ischemia": flag(tpd, tpd >= tpd_ischemia), "abnormal_perfusion": flag(tpd, tpd >= tpd_abnormal),
+        "ischemia": flag(isch, isch >= tpd_ischemia), "abnormal_perfusion": flag(tpd, tpd >= tpd_abnormal),
         "cac_gt400": flag(cac, cac > cac_high), "cac_zero": flag(cac, cac == 0),
         "male": flag(sex, sex == "male"),
     }, index=cohort.index)
@@ -847,7 +901,7 @@ def risk_covariates(cohort: pd.DataFrame, score, threshold: float, *, tpd_ischem
     return out
 
 
-def query_masks(df: pd.DataFrame, queries: Mapping[str, str]) -> dict[str, np.ndarray]:
+def query_masks(df: pd.DataFrame, queries: Mapping[str, str], allow_empty: bool = False) -> dict[str, np.ndarray]:
     """Boolean masks from pandas query strings, e.g. :data:`HR_SUBGROUPS`.
 
     Parameters
@@ -857,6 +911,9 @@ def query_masks(df: pd.DataFrame, queries: Mapping[str, str]) -> dict[str, np.nd
     queries : mapping
         ``{name: query}``, each a boolean expression of ``df``'s columns (``DataFrame.eval``), or
         None for all rows.
+    allow_empty : bool
+        Return a query that selects nobody as an all-False mask (a small site may have nobody in a
+        subgroup) instead of raising.
 
     Returns
     -------
@@ -867,7 +924,7 @@ def query_masks(df: pd.DataFrame, queries: Mapping[str, str]) -> dict[str, np.nd
     ------
     ValueError
         Naming the subgroup and its query when the query is invalid, names an unknown column, is
-        not boolean or selects nobody.
+        not boolean or (unless ``allow_empty``) selects nobody.
     """
     out = {}
     for name, query in queries.items():
@@ -881,7 +938,7 @@ def query_masks(df: pd.DataFrame, queries: Mapping[str, str]) -> dict[str, np.nd
                              f"{list(df.columns)}") from exc
         if not isinstance(mask, pd.Series) or mask.dtype != bool:
             raise ValueError(f"subgroup {name!r}: query {query!r} is not a boolean condition")
-        if not mask.any():
+        if not mask.any() and not allow_empty:
             raise ValueError(f"subgroup {name!r}: query {query!r} selects no patient")
         out[name] = mask.to_numpy()
     return out

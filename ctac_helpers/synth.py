@@ -14,28 +14,45 @@ How it is built
    (:mod:`ctac_helpers.cellfit`: IPF for categories, two-piece normals for continuous values).
    Perfusion targets (69.9% with stress TPD < 5%, 4.7% of them died, the abnormal group's TPD
    quartiles) are fitted into the TPD distribution the same way.
-3. **Dependence.** Within a cell, each patient's values are the cell's quantiles at the normal
-   probabilities of latent Gaussian scores driven by shared factors (ageing, adiposity,
-   cardiometabolic disease, coronary disease, lung disease, frailty, exercise capacity, and a shared
-   mortality risk whose loadings follow each variable's difference between deaths and survivors),
-   which gives realistic correlations (TPD with ejection fraction, BMI with EAT, ...). Flags take
-   exactly the cell's share (the highest latent scores), continuous values are random draws.
+3. **Dependence and the death signal.** Within a cell, each patient's values are the cell's
+   quantiles at the normal probabilities of latent Gaussian scores. Two kinds of latent variable
+   drive them. *Factors* (ageing, adiposity, cardiometabolic and coronary disease, lung disease,
+   frailty, exercise capacity) give realistic correlations and carry no death signal. *Death
+   components* carry it: a CT-only burden (lungs, body composition, frailty), a coronary component
+   (calcium, CT atherosclerosis, perfusion, ejection fraction, history), a myocardial component seen
+   only by SPECT, and a clinical component (stress type, exercise capacity, comorbidities) that CT
+   does not see. In patients who died each component is shifted by its own ``death_shift``, smaller
+   in older patients (``age_modulation``), so that models discriminate better in the young. Each
+   variable's loadings on its components are set so that the components explain exactly the
+   difference between deaths and survivors that Table 2 prints (:func:`component_loadings`); a
+   variable whose printed difference needs more than its components can give keeps the rest as a
+   signal of its own, reported by :func:`loading_report`. Flags take exactly the cell's share (the
+   highest latent scores), continuous values are random draws.
 4. **CT features.** Each structure's intensity histogram (mean, SD, skewness, kurtosis) and
    ellipsoid shape depend on the patient's age, sex, BMI, coronary calcium, adiposity, cardiac size
    and on two disease burdens that the clinical table does not record (lung disease and frailty),
-   whose level is higher in patients who died. Site calibration offsets, protocol- and BMI-dependent
-   noise and presence (present / truncated by the field of view / absent) are added. The 32
-   PyRadiomics features follow from these parameters (Cornish-Fisher percentiles, extreme-value
-   minima and maxima, ellipsoid shape descriptors).
+   which mix their own factor with the CT-only death component; aortic atherosclerosis also follows
+   the coronary component. Site calibration offsets, protocol- and BMI-dependent noise and presence
+   (present / truncated by the field of view / absent) are added. The 32 PyRadiomics features follow
+   from these parameters (Cornish-Fisher percentiles, extreme-value minima and maxima, ellipsoid
+   shape descriptors).
+5. **Follow-up and rest perfusion.** Deaths occur earlier in patients with a stronger death signal
+   (``time_risk``); rest TPD leaves a reversible (ischemic) part of the stress deficit.
 
-Findings on these data demonstrate the method, not the clinical result.
+The structural constants (the components' death shifts, their age modulation and coupling among
+deaths, the coronary component's weight in CT atherosclerosis and the reversible fraction of the
+stress deficit) are fitted by ``ctac-book calibrate`` (:mod:`ctac_helpers.generator_fit`) to a few of the
+paper's results and stored in ``data_manifest/generator.yaml``; the others are design assumptions
+stated in that file. Findings on these data demonstrate the method, not the clinical result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -68,9 +85,9 @@ PROTOCOL_NOISE_HU = {"low_dose_120kvp": 15.0, "low_dose_100kvp": 20.0, "ultra_lo
 RACE_RECORDED = {"Calgary": 0.05, "Yale": 0.85, "Columbia": 0.85, "Ottawa": 0.05}
 RACE_SHARE = {"white": 0.72, "black": 0.16, "asian": 0.05, "other": 0.07}
 
-FACTORS = ("age", "adiposity", "cardiometabolic", "coronary", "lung", "frailty", "fitness", "risk")
-# Within-cell loadings of each variable's latent score on the shared factors (the remaining
-# variance is the variable's own). They set the correlations, never the margins.
+FACTORS = ("age", "adiposity", "cardiometabolic", "coronary", "lung", "frailty", "fitness")
+# Within-cell loadings of each variable's latent score on the shared factors. They set the
+# correlations, never the margins, and carry no death signal (that is the components' job).
 LOADINGS: dict[str, dict[str, float]] = {
     "age": {"age": 0.95},
     "bmi": {"adiposity": 0.85, "age": -0.10},
@@ -122,23 +139,143 @@ ECG_LEVELS = ("negative", "positive", "equivocal", "nondiagnostic", "borderline"
 PERFUSION_THRESHOLD = 5.0  # stress TPD (%) below which perfusion is normal
 
 
-@dataclass(frozen=True)
-class RiskStructure:
-    """The shared mortality risk behind the variables' differences between deaths and survivors.
+#: The death components (see the module documentation, step 3).
+COMPONENTS = ("ct_burden", "coronary", "myocardial", "clinical")
+# Which components each variable reflects, with relative weights (a design choice, not fitted).
+# The loadings' size follows from the variable's printed difference between deaths and survivors
+# (component_loadings). Age carries its own signal; the ECG response follows no component (its
+# levels differ little between deaths and survivors, and not monotonically).
+COMPONENT_WEIGHTS: dict[str, dict[str, float]] = {
+    "bmi": {"ct_burden": 1.0},
+    "hypertension": {"clinical": 1.0},
+    "diabetes": {"clinical": 1.0},
+    "dyslipidemia": {"coronary": 1.0},
+    "smoking": {"ct_burden": 1.0},
+    "family_history_cad": {"clinical": 1.0},
+    "prior_mi": {"coronary": 1.0},
+    "prior_pci": {"coronary": 1.0},
+    "prior_cabg": {"coronary": 1.0},
+    "peripheral_vascular_disease": {"coronary": 0.5, "clinical": 0.5},
+    # frail patients cannot exercise: pharmacological stress, low peak heart rate and pressures
+    "stress_type": {"ct_burden": 0.7, "clinical": 0.3},
+    "peak_hr": {"ct_burden": 0.7, "clinical": 0.3},
+    "peak_sbp": {"ct_burden": 0.5, "clinical": 0.3, "myocardial": 0.2},
+    "peak_dbp": {"ct_burden": 0.5, "clinical": 0.3, "myocardial": 0.2},
+    "stress_ef": {"myocardial": 0.6, "coronary": 0.4},
+    "stress_edv": {"myocardial": 1.0},
+    "stress_shape_index_ed": {"myocardial": 1.0},
+    "stress_tpd": {"coronary": 0.6, "myocardial": 0.4},
+    "cac_score": {"coronary": 1.0},
+    "eat_volume": {"coronary": 0.5, "ct_burden": 0.5},
+    "eat_density": {"ct_burden": 1.0},
+}
+# A variable's latent score keeps at least this share of its variance as its own.
+MIN_UNIQUE_VARIANCE = 0.05
+# Within-cell correlations of latent scores that published joint statistics depend on, held whatever
+# the components contribute: Supplementary Table 2 prints ejection fraction and the CAC categories
+# among patients with normal and abnormal perfusion. The values are those of the earlier, single-
+# factor generator, which reproduced that table.
+PAIR_CORRELATIONS: dict[tuple[str, str], float] = {
+    ("stress_ef", "stress_tpd"): -0.51,
+    ("cac_score", "stress_tpd"): 0.21,
+    ("cac_score", "stress_ef"): -0.16,
+}
+#: Structural constants fitted by ``ctac-book calibrate`` (the others are design assumptions).
+FITTED_CONSTANTS = ("death_shift", "age_modulation", "ct_athero", "coupling_ct", "coupling_myocardial",
+                    "ischemic_fraction")
 
-    A latent risk factor ``R`` (standard normal within each sex x death cell) is shifted by
-    ``death_shift`` within-cell SDs in patients who died. Every variable whose distribution differs
-    between deaths and survivors in Table 2 loads on ``R`` in proportion to that difference
-    (loading = its own shift / ``death_shift``), so that the printed differences are manifestations
-    of one burden rather than independent signals; otherwise a model combining twenty modest
-    variables would discriminate far better than the paper's models do. The two CT burdens mix ``R``
-    (weights ``ct_lung``, ``ct_frailty``) with their own factors. ``death_shift`` bounds what any model
-    can reach: AUC = Phi(death_shift / sqrt(2)), 0.80 for 1.19 (the paper's All model).
+
+@dataclass(frozen=True)
+class GeneratorConstants:
+    """The generator's structural constants (``data_manifest/generator.yaml``).
+
+    Attributes
+    ----------
+    death_shift : mapping of str to float
+        Per death component (:data:`COMPONENTS`), its mean in patients who died, in within-cell
+        standard deviations (fitted). A model that saw every component without noise would reach
+        ``AUC = Phi(|shift| / sqrt(2))``.
+    age_modulation : float
+        How much the components' shift shrinks per within-cell SD of age in patients who died:
+        ``shift * (1 - age_modulation * z_age)`` (fitted). Positive values make deaths of younger
+        patients more explicable.
+    time_risk : float
+        Deaths with a stronger death signal occur earlier: the time from scan to death is a share
+        ``F ** exp(time_risk * r)`` of the censoring time, ``F`` a Beta draw and ``r`` the
+        standardised death signal (design).
+    ct_lung, ct_frailty : float
+        Weight of the CT-only component in the unrecorded lung-disease and frailty burdens that the
+        CT model sees (the rest is their own factor) (design).
+    ct_athero : float
+        Weight of the coronary component in the CT atherosclerosis driver (aorta), beside the
+        coronary calcium score (fitted).
+    coupling_ct, coupling_myocardial : float
+        Among patients who died, how the CT-only burden rises, and the myocardial component falls,
+        with the coronary component (within-cell regression weights before rescaling to unit
+        variance; fitted). Deaths without coronary disease then show less on CT and more on SPECT,
+        which is what the paper finds in patients without coronary calcium.
+    ischemic_fraction : float
+        Mean reversible share of the stress perfusion deficit (stress - rest TPD = ischemic TPD)
+        (fitted to the paper's 4.13% with ischemia >= 10%).
     """
 
-    death_shift: float = 1.40
+    death_shift: Mapping[str, float] = field(default_factory=lambda: {
+        "ct_burden": 1.0, "coronary": 0.45, "myocardial": 0.3, "clinical": 0.45})
+    age_modulation: float = 0.3
+    time_risk: float = 0.5
     ct_lung: float = 0.85
-    ct_frailty: float = 0.60
+    ct_frailty: float = 0.6
+    ct_athero: float = 0.3
+    coupling_ct: float = 0.0
+    coupling_myocardial: float = 0.0
+    ischemic_fraction: float = 0.35
+
+    def __post_init__(self):
+        unknown = set(self.death_shift) ^ set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"death_shift must give exactly the components {', '.join(COMPONENTS)}; "
+                             f"got {', '.join(sorted(self.death_shift))}")
+        for name in ("ct_lung", "ct_frailty", "ischemic_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+
+    def shifts(self) -> np.ndarray:
+        """The death shifts in :data:`COMPONENTS` order."""
+        return np.array([float(self.death_shift[k]) for k in COMPONENTS])
+
+    def replace(self, **changes) -> "GeneratorConstants":
+        """A copy with some constants changed (``death_shift`` may be given in part)."""
+        if "death_shift" in changes:
+            changes["death_shift"] = {**self.death_shift, **changes["death_shift"]}
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        out["death_shift"] = {k: float(self.death_shift[k]) for k in COMPONENTS}
+        return out
+
+
+GENERATOR_FILE = "generator.yaml"
+
+
+def generator_constants() -> GeneratorConstants:
+    """The constants of ``data_manifest/generator.yaml`` (fitted by ``ctac-book calibrate``).
+
+    Raises
+    ------
+    ValueError
+        The file lacks ``constants`` or holds an unknown or invalid constant.
+    """
+    entry = manifest.generator_file().get("constants")
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"data_manifest/{GENERATOR_FILE} has no 'constants' mapping")
+    known = {f.name for f in dataclasses.fields(GeneratorConstants)}
+    unknown = set(entry) - known
+    if unknown:
+        raise ValueError(f"data_manifest/{GENERATOR_FILE}: unknown constants {sorted(unknown)}; "
+                         f"allowed: {', '.join(sorted(known))}")
+    return GeneratorConstants(**{k: (dict(v) if isinstance(v, Mapping) else float(v)) for k, v in entry.items()})
 
 
 @dataclass
@@ -264,7 +401,7 @@ def _auc_from_quantiles(q_pos: np.ndarray, q_neg: np.ndarray) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def death_shift(variable: str) -> float:
+def printed_death_shift(variable: str) -> float:
     """A variable's difference between deaths and survivors, in within-cell normal-score units.
 
     ``sqrt(2) * Phi^-1(AUC)`` of the variable for death within each sex (averaged over sexes), from
@@ -282,16 +419,101 @@ def death_shift(variable: str) -> float:
     return float(np.dot(sex_w, special.ndtri(p1[:, 1]) - special.ndtri(p1[:, 0])))
 
 
-def _latent_scores(rng, n: int, factors: np.ndarray, risk: RiskStructure) -> dict[str, np.ndarray]:
-    scores = {}
-    risk_col = FACTORS.index("risk")
+def component_loadings(constants: GeneratorConstants) -> dict[str, np.ndarray]:
+    """Each variable's loadings on the death components (:data:`COMPONENTS` order).
+
+    A variable with component weights ``w`` gets loadings ``a = c * w`` with ``c`` chosen so that
+    ``a . shift`` equals the variable's printed difference between deaths and survivors
+    (:func:`printed_death_shift`): the components then account for that difference and the variable
+    adds no death signal of its own. The loadings' squared length is capped at
+    ``1 - MIN_UNIQUE_VARIANCE``; a capped variable keeps the remainder of its printed difference as
+    a signal of its own (:func:`loading_report`).
+    """
+    shifts = constants.shifts()
+    out = {}
+    for var, weights in COMPONENT_WEIGHTS.items():
+        w = np.array([weights.get(k, 0.0) for k in COMPONENTS])
+        explained = float(w @ shifts)
+        a = w * (printed_death_shift(var) / explained) if explained > 1e-9 else np.zeros(len(COMPONENTS))
+        norm = float(np.sqrt(a @ a))
+        cap = np.sqrt(1.0 - MIN_UNIQUE_VARIANCE)
+        out[var] = a * (cap / norm) if norm > cap else a
+    return out
+
+
+def loading_report(constants: GeneratorConstants) -> pd.DataFrame:
+    """Per variable: printed death shift, the part the components explain, and its own remainder.
+
+    Columns ``variable``, ``printed_shift`` (within-cell SDs), ``explained`` (``a . shift``),
+    ``own`` (the difference: a signal only this variable carries), and one ``loading_<component>``
+    column per component.
+    """
+    shifts = constants.shifts()
+    rows = []
+    for var, a in component_loadings(constants).items():
+        printed = printed_death_shift(var)
+        rows.append({"variable": var, "printed_shift": printed, "explained": float(a @ shifts),
+                     "own": printed - float(a @ shifts), **{f"loading_{k}": float(v) for k, v in zip(COMPONENTS, a)}})
+    return pd.DataFrame(rows)
+
+
+def _components(rng, n: int, died: np.ndarray, age_score: np.ndarray, constants: GeneratorConstants) -> np.ndarray:
+    """Within-cell component scores ``Z`` (n x components); the full value is ``Z + shift * died``.
+
+    In patients who died, ``Z`` also carries ``-age_modulation * shift * z_age`` (``z_age`` the age
+    score, standard normal within the cell): older deaths sit closer to the survivors; and the
+    CT-only and myocardial components follow the coronary one (``coupling_ct``,
+    ``coupling_myocardial``). Each column stays at unit variance within the cell.
+    """
+    z = rng.standard_normal((n, len(COMPONENTS)))
+    slope = constants.age_modulation * constants.shifts()
+    # kept at unit variance within the cell, so that the cells' quantiles keep their meaning
+    z[died] = (z[died] - np.outer(age_score[died], slope)) / np.sqrt(1.0 + slope ** 2)
+    cor, ct, myo = (COMPONENTS.index(k) for k in ("coronary", "ct_burden", "myocardial"))
+    for j, coupling in ((ct, constants.coupling_ct), (myo, -constants.coupling_myocardial)):
+        z[died, j] = (z[died, j] + coupling * z[died, cor]) / np.sqrt(1.0 + coupling ** 2)
+    return z
+
+
+def _latent_scores(rng, n: int, factors: np.ndarray, died: np.ndarray,
+                   constants: GeneratorConstants) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every variable's within-cell latent score, and the component scores ``Z`` behind them.
+
+    Age comes first: the components of patients who died depend on it (:func:`_components`).
+    Pairs in :data:`PAIR_CORRELATIONS` get a factor of their own that tops their correlation up (or
+    down) to its target, whatever the components contribute.
+    """
+    loadings = component_loadings(constants)
+    noise = rng.standard_normal((n, len(LOADINGS)))
+    lam, comp = {}, {}
     for var, loads in LOADINGS.items():
-        lam = np.array([loads.get(f, 0.0) for f in FACTORS])
-        unique = np.sqrt(max(1e-6, 1.0 - float(lam @ lam)))
-        own = factors @ lam + unique * rng.standard_normal(n)
-        a = 0.0 if var == "ecg_response" else float(np.clip(death_shift(var) / risk.death_shift, -0.9, 0.9))
-        scores[var] = a * factors[:, risk_col] + np.sqrt(1 - a * a) * own
-    return scores
+        a = loadings.get(var, np.zeros(len(COMPONENTS)))
+        f = np.array([loads.get(k, 0.0) for k in FACTORS])
+        room = 1.0 - MIN_UNIQUE_VARIANCE - float(a @ a)  # the factors share what the components leave
+        if f @ f > room:
+            f = f * np.sqrt(max(room, 0.0) / float(f @ f))
+        lam[var], comp[var] = f, a
+    pair_load: dict[str, float] = {}
+    pair_noise = rng.standard_normal((n, len(PAIR_CORRELATIONS)))
+    own_pair = {var: np.zeros(n) for var in LOADINGS}
+    for j, ((v1, v2), target) in enumerate(PAIR_CORRELATIONS.items()):
+        rest = target - float(lam[v1] @ lam[v2]) - float(comp[v1] @ comp[v2])
+        b = np.sqrt(abs(rest))
+        own_pair[v1] = own_pair[v1] + b * pair_noise[:, j]
+        own_pair[v2] = own_pair[v2] + np.sign(rest) * b * pair_noise[:, j]
+        pair_load[v1] = pair_load.get(v1, 0.0) + b * b
+        pair_load[v2] = pair_load.get(v2, 0.0) + b * b
+    age_score = None
+    components = np.zeros((n, len(COMPONENTS)))
+    scores: dict[str, np.ndarray] = {}
+    for j, var in enumerate(sorted(LOADINGS, key=lambda v: v != "age")):
+        if var != "age" and age_score is None:
+            age_score = scores["age"]
+            components = _components(rng, n, died, age_score, constants)
+        explained = float(lam[var] @ lam[var]) + float(comp[var] @ comp[var]) + pair_load.get(var, 0.0)
+        unique = np.sqrt(max(MIN_UNIQUE_VARIANCE, 1.0 - explained))
+        scores[var] = factors @ lam[var] + components @ comp[var] + own_pair[var] + unique * noise[:, j]
+    return scores, components
 
 
 ANCHORS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
@@ -303,7 +525,10 @@ ANCHOR_VALUES = {"stress_tpd": (PERFUSION_THRESHOLD - 1e-6,), "cac_score": (0.0,
 def _anchor_levels(variable: str, cell: int) -> tuple[float, ...]:
     model = fitted_continuous(variable)
     levels = set(ANCHORS)
-    for value in ANCHOR_VALUES.get(variable, ()):
+    # every printed quantile's value too: a group's quantile pools several cells, and it is exact
+    # only when each cell's share below the printed value is
+    printed = {t.value for t in continuous_targets(variable) if t.kind == "quantile"}
+    for value in sorted(set(ANCHOR_VALUES.get(variable, ())) | printed):
         u = (np.arange(20000) + 0.5) / 20000
         levels.add(float(np.mean(model.cell_quantile(cell, u) <= value)))
     return tuple(sorted(lv for lv in levels if 0.0 < lv < 1.0))
@@ -334,12 +559,15 @@ def _assign_top(score, cell_idx, probs_by_cell) -> np.ndarray:
     return out
 
 
-def synthetic_cohort(n_patients: int = PAPER_N, seed: int = 20240101, risk: RiskStructure = RiskStructure()) -> pd.DataFrame:
+def synthetic_cohort(n_patients: int = PAPER_N, seed: int = 20240101,
+                     constants: GeneratorConstants | None = None) -> pd.DataFrame:
     """The synthetic cohort table (schema columns only). See :func:`synthetic_dataset`."""
-    return _cohort_and_latent(n_patients, seed, risk)[0]
+    return _cohort_and_latent(n_patients, seed, constants)[0]
 
 
-def _cohort_and_latent(n_patients: int, seed: int, risk: RiskStructure = RiskStructure()) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _cohort_and_latent(n_patients: int, seed: int,
+                       constants: GeneratorConstants | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    constants = generator_constants() if constants is None else constants
     if not isinstance(n_patients, (int, np.integer)) or n_patients < 200:
         raise ValueError(f"n_patients must be an integer >= 200 (got {n_patients!r}); the paper's cohort is {PAPER_N}")
     n = int(n_patients)
@@ -354,7 +582,7 @@ def _cohort_and_latent(n_patients: int, seed: int, risk: RiskStructure = RiskStr
     death = np.isin(cell_idx, (1, 3)).astype(int)
 
     factors = rng.standard_normal((n, len(FACTORS)))
-    scores = _latent_scores(rng, n, factors, risk)
+    scores, components = _latent_scores(rng, n, factors, death == 1, constants)
     df = pd.DataFrame({"sex": sex, "death": death})
 
     for var in CONTINUOUS:
@@ -385,10 +613,14 @@ def _cohort_and_latent(n_patients: int, seed: int, risk: RiskStructure = RiskStr
     df["eat_density"] = np.round(df["eat_density"], 1)
 
     _derived_spect(df, _rng(seed, 2))
+    _rest_perfusion(df, _rng(seed, 6), constants)
     _acquisition(df, _rng(seed, 3))
-    _followup(df, _rng(seed, 4))
+    full = components + np.outer(death, constants.shifts())  # each component as the patient has it
+    _followup(df, _rng(seed, 4), death_signal(full, constants, df["age"]), constants)
 
     latent = pd.DataFrame(factors, columns=[f"factor_{f}" for f in FACTORS])
+    for j, k in enumerate(COMPONENTS):
+        latent[f"component_{k}"] = full[:, j]
     # Shuffle rows so that ids carry no information about the cell they came from.
     perm = _rng(seed, 5).permutation(n)
     df = df.iloc[perm].reset_index(drop=True)
@@ -483,17 +715,35 @@ def _noise_hu(df: pd.DataFrame, rng=None) -> np.ndarray:
     return base * size * jitter
 
 
-def _followup(df: pd.DataFrame, rng) -> None:
+def death_signal(components: np.ndarray, constants: GeneratorConstants, age) -> np.ndarray:
+    """Each patient's death signal: ``shift . U + d_age * z_age``, standardised over the cohort.
+
+    ``U`` holds the full component values (n x components, the death shift included), ``z_age``
+    is age in 12-year units around 65 and ``d_age`` age's printed death shift: the best linear
+    separation of deaths from survivors that the components and age allow.
+    """
+    age_z = (np.asarray(age, float) - 65.0) / 12.0
+    r = components @ constants.shifts() + printed_death_shift("age") * age_z
+    return (r - r.mean()) / r.std()
+
+
+def _followup(df: pd.DataFrame, rng, signal: np.ndarray, constants: GeneratorConstants) -> None:
     """Follow-up: a censoring time; deaths occur before it; observed times match the paper's quartiles.
 
-    Deaths shorten the observed times, so the censoring quartiles are corrected (a few fixed-point
-    steps on the log scale) until the observed median and quartiles equal the published ones.
+    A death occurs at the share ``F ** exp(time_risk * r)`` of the censoring time, ``F`` a Beta
+    draw and ``r`` the death signal standardised among the deaths: deaths with a stronger signal
+    come earlier, as they must for hazard ratios to exceed the ratio of death proportions. Deaths
+    shorten the observed times, so the censoring quartiles are corrected (a few fixed-point steps
+    on the log scale) until the observed median and quartiles equal the published ones.
     """
     tab = manifest.paper_entry("cohort")["values"]
     target = np.log([tab[k] for k in ("followup_q1_years", "followup_median_years", "followup_q3_years")])
     z = rng.standard_normal(len(df))
     frac = rng.beta(1.3, 1.2, size=len(df))
     died = df["death"].to_numpy() == 1
+    if died.sum() > 1:
+        r = signal[died]
+        frac[died] = frac[died] ** np.exp(constants.time_risk * (r - r.mean()) / r.std())
     params = target.copy()
     for _ in range(6):
         q1, med, q3 = params
@@ -503,27 +753,42 @@ def _followup(df: pd.DataFrame, rng) -> None:
     df["followup_years"] = np.round(t, 3)
 
 
+REVERSIBILITY_CONCENTRATION = 4.0  # Beta(m k, (1 - m) k): the reversible share's spread around its mean m
+
+
+def _rest_perfusion(df: pd.DataFrame, rng, constants: GeneratorConstants) -> None:
+    """Rest TPD: the stress deficit less a reversible (ischemic) share drawn per patient."""
+    m, k = constants.ischemic_fraction, REVERSIBILITY_CONCENTRATION
+    # quantiles of fixed uniforms: each patient's share grows with m, so the fit's bisection is monotone
+    u = rng.random(len(df))
+    share = special.betaincinv(m * k, (1 - m) * k, u) if m > 0 else np.zeros(len(df))
+    df["rest_tpd"] = np.round(df["stress_tpd"].to_numpy(float) * (1 - share), 2)
+
+
 # -- CT features ----------------------------------------------------------------------------------
 CT_DRIVERS = ("age", "female", "bmi", "lung", "frailty", "athero", "adiposity", "cardiac")
 
 
-def ct_drivers(cohort: pd.DataFrame, latent: pd.DataFrame, risk: RiskStructure = RiskStructure()) -> pd.DataFrame:
+def ct_drivers(cohort: pd.DataFrame, latent: pd.DataFrame, constants: GeneratorConstants | None = None) -> pd.DataFrame:
     """Per-patient drivers of the CT model, standardised (see :data:`CT_DRIVERS`).
 
     ``lung`` and ``frailty`` are the unrecorded disease burdens: each mixes its own factor with the
-    shared risk factor as it is in each patient (shifted by ``risk.death_shift`` in those who died).
-    The others are functions of recorded variables.
+    CT-only death component as the patient has it (``component_ct_burden`` of ``latent``, the death
+    shift included). ``athero`` follows the coronary calcium score and, with weight ``ct_athero``,
+    the coronary component (atherosclerosis that calcium scoring misses). The others are functions
+    of recorded variables.
     """
-    death = cohort["death"].to_numpy(float)
-    burden = latent["factor_risk"].to_numpy() + risk.death_shift * death
+    c = generator_constants() if constants is None else constants
+    burden = latent["component_ct_burden"].to_numpy()
     return pd.DataFrame(
         {
             "age": (cohort["age"].to_numpy(float) - 65.0) / 12.0,
             "female": (cohort["sex"] == "female").to_numpy(float),
             "bmi": (np.log(cohort["bmi"].to_numpy(float)) - np.log(29.0)) / 0.2,
-            "lung": np.sqrt(1 - risk.ct_lung ** 2) * latent["factor_lung"].to_numpy() + risk.ct_lung * burden,
-            "frailty": np.sqrt(1 - risk.ct_frailty ** 2) * latent["factor_frailty"].to_numpy() + risk.ct_frailty * burden,
-            "athero": (np.log1p(cohort["cac_score"].to_numpy(float)) - 3.0) / 2.5,
+            "lung": np.sqrt(1 - c.ct_lung ** 2) * latent["factor_lung"].to_numpy() + c.ct_lung * burden,
+            "frailty": np.sqrt(1 - c.ct_frailty ** 2) * latent["factor_frailty"].to_numpy() + c.ct_frailty * burden,
+            "athero": ((np.log1p(cohort["cac_score"].to_numpy(float)) - 3.0) / 2.5
+                       + c.ct_athero * latent["component_coronary"].to_numpy()),
             "adiposity": latent["factor_adiposity"].to_numpy(),
             "cardiac": (np.log(cohort["stress_edv"].to_numpy(float)) - np.log(84.0)) / 0.3,
         }
@@ -604,7 +869,7 @@ def radiomics_from_parameters(mean, sd, skew, kurt, volume_mm3, sphericity, mino
 
 
 def synthetic_ct_features(cohort: pd.DataFrame, latent: pd.DataFrame, seed: int,
-                          risk: RiskStructure = RiskStructure()) -> pd.DataFrame:
+                          constants: GeneratorConstants | None = None) -> pd.DataFrame:
     """Per-structure status and the 32 radiomics features for every patient.
 
     Columns: ``patient_id``, ``ct__<structure>__status`` (present / truncated / absent) and
@@ -612,7 +877,7 @@ def synthetic_ct_features(cohort: pd.DataFrame, latent: pd.DataFrame, seed: int,
     """
     rng = _rng(seed, 10)
     n = len(cohort)
-    drivers = ct_drivers(cohort, latent, risk)
+    drivers = ct_drivers(cohort, latent, constants)
     tissues = manifest.tissue_models()
     structures = manifest.synthetic_structures()
     features = manifest.radiomics_features("all")
@@ -660,7 +925,8 @@ def synthetic_ct_features(cohort: pd.DataFrame, latent: pd.DataFrame, seed: int,
     return pd.DataFrame(out)
 
 
-def synthetic_dataset(n_patients: int = PAPER_N, seed: int = 20240101, risk: RiskStructure = RiskStructure()) -> SyntheticDataset:
+def synthetic_dataset(n_patients: int = PAPER_N, seed: int = 20240101,
+                      constants: GeneratorConstants | None = None) -> SyntheticDataset:
     """Generate the synthetic cohort, its CT features and latent drivers.
 
     Parameters
@@ -669,15 +935,17 @@ def synthetic_dataset(n_patients: int = PAPER_N, seed: int = 20240101, risk: Ris
         Cohort size (the paper's is 10,480). Counts scale proportionally.
     seed : int
         Seed of every random draw; the same seed and size give identical data.
-    risk : RiskStructure
-        The shared mortality risk behind the variables and the CT burdens.
+    constants : GeneratorConstants, optional
+        The structural constants; default those of ``data_manifest/generator.yaml``
+        (:func:`generator_constants`).
 
     Returns
     -------
     SyntheticDataset
     """
-    cohort, latent = _cohort_and_latent(n_patients, seed, risk)
-    features = synthetic_ct_features(cohort, latent, seed, risk)
+    constants = generator_constants() if constants is None else constants
+    cohort, latent = _cohort_and_latent(n_patients, seed, constants)
+    features = synthetic_ct_features(cohort, latent, seed, constants)
     logger.info("synthetic cohort: %d patients, %d deaths, %d CT feature columns",
                 len(cohort), int(cohort["death"].sum()), features.shape[1] - 1)
     return SyntheticDataset(cohort=cohort, ct_features=features, latent=latent)

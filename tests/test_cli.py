@@ -53,6 +53,13 @@ def test_usage_errors_return_codes(capsys):
     assert "run" in out and "build" in out and "status" in out
 
 
+def test_calibrate_refuses_inconsistent_options(capsys):
+    assert cli.main(["calibrate", "--heldout-only"]) == 2
+    assert "--heldout-only needs --heldout-seeds" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--heldout-seeds", "-1"]) == 2
+    assert "--heldout-seeds must be >= 0" in capsys.readouterr().err
+
+
 def test_status_of_a_new_run_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["status", "--profile", "quick"]) == 0

@@ -573,3 +573,29 @@ def test_status_page():
     assert f"`{'c' * 64}`" in page
     assert f"| data | `artifacts/cohort.parquet` | `{'2' * 64}` |" in lines
     assert sc.status_page({}).startswith("# Run status\n") and "no `run.json`" in sc.status_page({})
+
+
+def test_generator_fit_page():
+    content = {
+        "constants": {"death_shift": {"ct_burden": 1.0, "coronary": 0.5}, "time_risk": 0.5,
+                      "ischemic_fraction": 0.4},
+        "fit": {"method": "proxy then confirmation", "n_patients": 10480, "seed": 1, "seconds": 120.0,
+                "proxy_evaluations": 12,
+                "targets": [{"key": "supp_table3/auc/all", "paper": 0.8, "proxy": 0.81, "confirmed": 0.79,
+                             "moved_by": "death_shift"}],
+                "offsets": {"supp_table3/auc/all": 0.02}},
+        "heldout": {"seeds": [2, 3], "rows": [
+            {"key": "nri/events", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1},
+            {"key": "supp_table3/auc/all", "group": "fitted", "runs": 2, "comparable": 2, "holds": 2}]},
+    }
+    page = sc.generator_fit_page(content)
+    assert page.startswith("# Fitting the synthetic generator")
+    assert "| `death_shift` | ct_burden 1.000, coronary 0.500 | fitted |" in page
+    assert "| `time_risk` | 0.5 | design assumption |" in page
+    assert "| `supp_table3/auc/all` | 0.8 | 0.810 | 0.790 | death_shift |" in page
+    assert "2.0 minutes" in page and "+0.020" in page and "last confirmation" in page
+    # only held-out rows are counted on other seeds
+    assert "| `nri/events` | 1 of 2 |" in page and "**50%**" in page
+    assert "`supp_table3/auc/all` | 2 of 2" not in page
+    bare = sc.generator_fit_page({"constants": {"time_risk": 0.5}})
+    assert "holds no fit record" in bare and "No held-out check is recorded" in bare

@@ -344,6 +344,21 @@ def test_cox_multivariable_reports_the_covariate_it_cannot_estimate():
     assert np.isfinite(out.loc[0, "hr"]) and np.isnan(out.loc[1, "hr"]) and out.loc[1, "note"]
 
 
+def test_cox_multivariable_leaves_out_a_constant_covariate_when_reporting():
+    df = _separated().assign(flat=0)
+    with pytest.raises(ValueError, match="constant"):
+        sv.cox_multivariable(df, "followup_years", "death", ["x", "flat"])
+    out = sv.cox_multivariable(df, "followup_years", "death", ["flat", "x"], on_failure="report")
+    assert out["covariate"].tolist() == ["flat", "x"]
+    assert np.isnan(out.loc[0, "hr"]) and "constant among" in out.loc[0, "note"]
+    alone = sv.cox_multivariable(df, "followup_years", "death", ["x"])
+    # the others are fitted without it: the same estimate as the model without the constant column
+    assert out.loc[1, "hr"] == pytest.approx(alone.loc[0, "hr"], rel=1e-9)
+    assert out.loc[1, "note"] == ""
+    every = sv.cox_multivariable(df, "followup_years", "death", ["flat"], on_failure="report")
+    assert np.isnan(every.loc[0, "hr"]) and "constant" in every.loc[0, "note"]
+
+
 # --- adjusted HR by subgroup -----------------------------------------------------------------
 
 def _exposure_cohort(n, *, seed):
@@ -428,6 +443,29 @@ def _small_cohort():
         "family_history_cad": [1, 0, 0, 0]}, index=[10, 11, 12, 13])
 
 
+def test_ischemic_tpd_is_stress_minus_rest_with_stress_standing_in():
+    c = _small_cohort().assign(rest_tpd=[1.0, np.nan, 4.9, 2.0])
+    isch = sv.ischemic_tpd(c)
+    assert list(isch.index) == [10, 11, 12, 13]
+    assert isch.loc[10] == 11.0 and isch.loc[11] == 5.0 and isch.loc[12] == pytest.approx(0.0)
+    assert np.isnan(isch.loc[13])  # no stress TPD: no ischemic TPD
+    assert isch.attrs["stress_only"] == 1  # patient b: stress TPD stood in
+    without = sv.ischemic_tpd(_small_cohort())
+    assert without.attrs["stress_only"] == 3
+    pd.testing.assert_series_equal(without, _small_cohort()["stress_tpd"].rename("ischemic_tpd"))
+
+
+def test_risk_covariates_uses_the_ischemic_deficit():
+    c = _small_cohort().assign(rest_tpd=[1.0, 0.0, 0.0, 0.0])
+    out = sv.risk_covariates(c, [0.5, 0.2, 0.1, 0.3], 0.3, tpd_ischemia=4.95)
+    # a: 12 - 1 = 11 >= 4.95; b: 5 - 0 = 5 >= 4.95; c: 4.9 < 4.95
+    assert out["ischemia"].tolist()[:3] == [1, 1, 0]
+    c2 = c.assign(rest_tpd=[8.0, 0.0, 0.0, 0.0])
+    assert sv.risk_covariates(c2, [0.5, 0.2, 0.1, 0.3], 0.3)["ischemia"].tolist()[:3] == [0, 0, 0]
+    # abnormal perfusion still reads stress TPD
+    assert sv.risk_covariates(c2, [0.5, 0.2, 0.1, 0.3], 0.3)["abnormal_perfusion"].tolist()[:3] == [1, 1, 0]
+
+
 def test_risk_covariates_encodes_the_papers_cut_points():
     c = _small_cohort()
     out = sv.risk_covariates(c, [0.5, 0.2, 0.1, 0.3], 0.3)
@@ -485,3 +523,17 @@ def test_hr_rows_report_an_overflowing_interval_as_a_value_error():
         summary = pd.DataFrame({"coef": [2.0], "se(coef)": [800.0], "p": [0.99]}, index=["x"])
     with pytest.raises(ValueError, match="interval overflows"):
         sv._hr_rows(FakeCox(), ["x"], 0.95)
+
+
+def test_an_empty_subgroup_is_reported_when_asked():
+    df = _exposure_cohort(400, seed=3)
+    masks = sv.query_masks(df, {"all": None, "nobody": "age > 500"}, allow_empty=True)
+    assert not masks["nobody"].any()
+    with pytest.raises(ValueError, match="selects no patient"):
+        sv.query_masks(df, {"nobody": "age > 500"})
+    with pytest.raises(ValueError, match="empty"):
+        sv.adjusted_hr_by_subgroup(df, "ai_high", masks, ["age"])
+    out = sv.adjusted_hr_by_subgroup(df, "ai_high", masks, ["age"], on_failure="report")
+    row = out.set_index("subgroup").loc["nobody"]
+    assert row["n"] == 0 and np.isnan(row["hr"]) and row["note"] == "no patient in this subgroup"
+    assert np.isfinite(out.set_index("subgroup").loc["all", "hr"])

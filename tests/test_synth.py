@@ -105,3 +105,70 @@ def test_radiomics_from_parameters_is_internally_consistent():
 def test_perfusion_and_cac_categories():
     assert synth.perfusion_status([4.99, 5.0]).tolist() == ["normal", "abnormal"]
     assert synth.cac_category([0, 0.5, 100, 100.1, 400, 401]).tolist() == ["0", "1-100", "1-100", "101-400", "101-400", ">400"]
+
+
+# -- the death components and the structural constants ---------------------------------------------
+def test_generator_constants_are_read_from_the_data_file_and_validated():
+    c = synth.generator_constants()
+    assert set(c.death_shift) == set(synth.COMPONENTS)
+    assert c.as_dict()["death_shift"] == {k: float(c.death_shift[k]) for k in synth.COMPONENTS}
+    with pytest.raises(ValueError, match="death_shift must give exactly the components"):
+        synth.GeneratorConstants(death_shift={"ct_burden": 1.0})
+    with pytest.raises(ValueError, match="ischemic_fraction must lie in"):
+        c.replace(ischemic_fraction=1.5)
+    # a partial death_shift keeps the other components
+    assert c.replace(death_shift={"coronary": 0.9}).death_shift["ct_burden"] == c.death_shift["ct_burden"]
+
+
+def test_component_loadings_explain_each_printed_difference():
+    c = synth.generator_constants()
+    report = synth.loading_report(c)
+    assert set(report["variable"]) == set(synth.COMPONENT_WEIGHTS)
+    cap = np.sqrt(1 - synth.MIN_UNIQUE_VARIANCE)
+    loadings = report[[f"loading_{k}" for k in synth.COMPONENTS]].to_numpy()
+    norms = np.sqrt((loadings ** 2).sum(axis=1))
+    assert np.all(norms <= cap + 1e-9)
+    uncapped = norms < cap - 1e-9
+    # where the cap does not bind, the components explain the printed difference exactly
+    np.testing.assert_allclose(report.loc[uncapped, "explained"], report.loc[uncapped, "printed_shift"], atol=1e-12)
+    np.testing.assert_allclose(report["explained"] + report["own"], report["printed_shift"], atol=1e-12)
+    # a variable loads only on the components its weights name
+    row = report.set_index("variable").loc["cac_score"]
+    assert row["loading_ct_burden"] == 0 and row["loading_clinical"] == 0 and row["loading_coronary"] > 0
+
+
+def test_components_carry_the_death_shift_and_age_modulation():
+    c = synth.generator_constants().replace(age_modulation=0.5)
+    ds = synth.synthetic_dataset(3000, 11, c)
+    lat, coh = ds.latent, ds.cohort
+    dead = coh["death"].to_numpy() == 1
+    for k, shift in c.death_shift.items():
+        diff = lat.loc[dead, f"component_{k}"].mean() - lat.loc[~dead, f"component_{k}"].mean()
+        assert abs(diff - shift) < 0.25, (k, diff, shift)
+    # among the deaths, older patients sit closer to the survivors
+    young = dead & (coh["age"].to_numpy() < np.median(coh.loc[dead, "age"]))
+    old = dead & ~young
+    burden = lat["component_ct_burden"].to_numpy()
+    assert burden[young].mean() > burden[old].mean() + 0.2
+
+
+def test_stronger_death_signal_dies_earlier():
+    c = synth.generator_constants().replace(time_risk=1.0)
+    ds = synth.synthetic_dataset(4000, 12, c)
+    dead = ds.cohort["death"].to_numpy() == 1
+    signal = synth.death_signal(ds.latent[[f"component_{k}" for k in synth.COMPONENTS]].to_numpy(), c,
+                                ds.cohort["age"])
+    t = ds.cohort["followup_years"].to_numpy()
+    assert np.corrcoef(signal[dead], t[dead])[0, 1] < -0.2
+    flat = synth.synthetic_dataset(4000, 12, c.replace(time_risk=0.0))
+    assert abs(np.corrcoef(signal[dead], flat.cohort["followup_years"].to_numpy()[dead])[0, 1]) < 0.1
+
+
+def test_rest_tpd_leaves_the_reversible_share():
+    c = synth.generator_constants()
+    low = synth.synthetic_cohort(3000, 5, c.replace(ischemic_fraction=0.1))
+    high = synth.synthetic_cohort(3000, 5, c.replace(ischemic_fraction=0.6))
+    for cohort in (low, high):
+        assert (cohort["rest_tpd"] <= cohort["stress_tpd"] + 1e-9).all() and (cohort["rest_tpd"] >= 0).all()
+    share = [((x["stress_tpd"] - x["rest_tpd"]) >= 10).mean() for x in (low, high)]
+    assert share[0] < share[1]

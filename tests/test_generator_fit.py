@@ -1,0 +1,75 @@
+"""The generator's fit: targets from the data file, the proxy, the bisection, the written file."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ctac_helpers import generator_fit as gf
+from ctac_helpers import manifest, synth
+
+
+def test_fit_targets_come_from_paper_values():
+    targets = gf.fit_targets()
+    keys = [t.key for t in targets]
+    assert keys == list(manifest.paper_values()["generator_targets"])
+    by_key = {t.key: t for t in targets}
+    assert by_key["supp_table3/auc/all"].value == manifest.paper_entry("supp_table3")["auc"]["all"][0]
+    assert by_key["supp_table5/auc/ai_hybrid"].subset == "no_cac"
+    assert by_key["fig3/high_risk_percent"].kind == "share"
+    assert by_key["fig3/high_risk_percent"].value == manifest.paper_entry("fig3")["values"]["ai_high_risk_percent"]
+
+
+def test_unknown_target_key_is_refused(monkeypatch):
+    values = dict(manifest.paper_values())
+    values["generator_targets"] = ["supp_fig3/auc/male"]
+    monkeypatch.setattr(manifest, "paper_values", lambda: values)
+    with pytest.raises(ValueError, match="cannot be fitted"):
+        gf.fit_targets()
+
+
+def test_margin_targets_are_reported_as_such():
+    moved = {t.key: gf.moved_by(t) for t in gf.fit_targets()}
+    assert moved["supp_table3/auc/cac"].startswith("margins")
+    assert moved["supp_table3/auc/ai_ctac"] == "structure"
+    assert moved["fig3/high_risk_percent"] == "ischemic_fraction"
+
+
+def test_fit_config_is_validated():
+    with pytest.raises(ValueError, match="n_patients"):
+        gf.FitConfig(n_patients=500)
+    with pytest.raises(ValueError, match="confirm_tolerance"):
+        gf.FitConfig(confirm_tolerance=0.2)
+
+
+def test_proxy_aucs_follow_the_death_signal():
+    base = synth.generator_constants()
+    weak = synth.synthetic_dataset(2500, 3, base.replace(death_shift={"ct_burden": 0.2}))
+    strong = synth.synthetic_dataset(2500, 3, base.replace(death_shift={"ct_burden": 1.6}))
+    a = gf.proxy_aucs(weak, ("ai_ctac", "cac"), folds=3)
+    b = gf.proxy_aucs(strong, ("ai_ctac", "cac"), folds=3)
+    assert set(a) == {(m, s) for m in ("ai_ctac", "cac") for s in gf.SUBSETS}
+    assert b[("ai_ctac", "all")] > a[("ai_ctac", "all")] + 0.05
+    # the univariate comparator is its variable's AUC, whatever the model does
+    assert a[("cac", "no_cac")] == pytest.approx(0.5)
+
+
+def test_ischemic_fraction_bisection_reaches_its_target():
+    config = gf.FitConfig(n_patients=3000, seed=4)
+    fraction = gf.fit_ischemic_fraction(4.13, config, synth.generator_constants())
+    cohort = synth.synthetic_cohort(3000, 4, synth.generator_constants().replace(ischemic_fraction=fraction))
+    assert gf.ischemic_share(cohort) == pytest.approx(4.13, abs=0.1)
+
+
+def test_heldout_seeds_are_fixed_in_advance():
+    assert gf.heldout_seeds(100, 3) == [101, 102, 103]
+    with pytest.raises(ValueError):
+        gf.heldout_seeds(100, 0)
+
+
+def test_write_generator_file_round_trips(tmp_path):
+    content = {"version": 1, "constants": synth.generator_constants().as_dict(), "fit": {"seconds": 1.0}}
+    path = gf.write_generator_file(content, tmp_path / "generator.yaml")
+    text = path.read_text()
+    assert text.startswith("# Structural constants")
+    assert yaml.safe_load(text) == content
