@@ -9,6 +9,7 @@ import pytest
 import fakebook
 from ctac_helpers import runner
 from ctac_helpers.rundir import file_sha256
+from ctac_helpers.validate import ValidationError
 
 STAGES = fakebook.STAGES
 REAL_CODE_HASH = runner.code_hash  # taken before the autouse fixture replaces it
@@ -243,3 +244,13 @@ def test_code_hash_is_deterministic_and_sees_changes(tmp_path):
     (pkg / "sub" / "p.yaml").rename(pkg / "sub" / "q.yaml")
     assert REAL_CODE_HASH(pkg, manifest) != second
     assert len(REAL_CODE_HASH()) == 64  # the real package and data_manifest/
+
+
+def test_wrongly_typed_parameter_is_rejected_before_the_run_directory_exists(tmp_path, notebooks):
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValidationError) as exc:
+        run(run_dir, notebooks, fakebook.config(up={"n": "three"}))
+    assert "key 'stages.up.n': got 'three'; expected an integer (up.ipynb declares n: int)" in str(exc.value)
+    with pytest.raises(ValueError, match=r"'stages.down.scale': got 2.5; expected an integer"):
+        run(run_dir, notebooks, fakebook.config(down={"scale": 2.5}))
+    assert not run_dir.exists()
