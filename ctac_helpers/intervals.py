@@ -184,8 +184,8 @@ def width_summary(widths: pd.DataFrame, folds: int) -> str:
     if len(other) and other["ratio"].notna().any():
         med = float(other["ratio"].median())
         about_one = 1 / _ABOUT <= med <= _ABOUT
-        parts.append(f"Its hazard ratio and NRI intervals are {_range_text(other['ratio'])} times as wide as this "
-                     "run's" + (": about the width its whole cohort implies." if about_one else "."))
+        parts.append(f"The paper's hazard ratio and NRI intervals are {_range_text(other['ratio'])} times as wide "
+                     "as this run's" + (": about the width its whole cohort implies." if about_one else "."))
     with_delong = auc.dropna(subset=["delong_width"])
     if len(with_delong):
         ratio = with_delong["book_width"] / with_delong["delong_width"]

@@ -91,7 +91,8 @@ def test_width_summary_states_what_the_numbers_show():
     text = iv.width_summary(_widths([3.0, 3.3, 3.6], [0.9, 1.1]), folds=10)
     assert "the paper's AUC intervals are 3.0 to 3.6 (median 3.3) times as wide as this run's" in text
     assert "close to √10 = 3.2" in text and "resampled the patients of one fold" in text
-    assert "0.9 to 1.1 (median 1.0) times as wide as this run's: about the width its whole cohort implies" in text
+    assert ("The paper's hazard ratio and NRI intervals are 0.9 to 1.1 (median 1.0) times as wide as this run's: "
+            "about the width its whole cohort implies.") in text
     # numbers that do not fit the explanation are not explained by it
     text = iv.width_summary(_widths([1.1, 1.2], [2.5]), folds=10)
     assert "not close to √10" in text and "resampled the patients of one fold" not in text
