@@ -70,7 +70,7 @@ def test_status_of_a_new_run_directory(tmp_path, monkeypatch, capsys):
     lines = captured.out.splitlines()
     assert lines[0].split() == ["stage", "state", "reason"]
     assert lines[1].startswith("data") and "never run" in lines[1]
-    assert lines[2].startswith("cohort") and "never run" in lines[2]
+    assert lines[2].startswith("segmentation") and "never run" in lines[2]  # execution order
     assert str(tmp_path / "runs" / "quick") in captured.err  # default run directory: ./runs/<name>
     assert not (tmp_path / "runs").exists()
 
