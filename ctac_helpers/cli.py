@@ -16,7 +16,8 @@ Examples
 
 Exit codes: 0 success, 1 a stage or the book build failed (``validate``: the data has errors;
 ``compare``: an output differs), 2 bad input (configuration, stage name, missing file or run
-directory, invalid site data for ``run``).
+directory, invalid site data for ``run``) or a run or output directory that cannot be written to
+(permissions, a read-only or full disk).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from pathlib import Path
 from . import __version__
 from . import book as book_mod
 from . import browser as browser_mod
+from . import rundir as rundir_mod
 from . import runner
 from . import site as site_mod
 from . import stages as stages_mod
@@ -165,6 +167,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         problems = site_mod.parameter_problems(config, args.config, runner.NOTEBOOKS_DIR, stages_mod.STAGES)
         if problems:
             raise ValidationError(problems, what="the configuration's stage parameters")
+    # before any stage: an unwritable or full run directory is told in one line, not met in a stage
+    rundir_mod.require_writable(run_dir)
     logger.info("run %r (profile %s) in %s", config["name"], config["profile"], run_dir)
     results = runner.run_stages(
         config, run_dir, force=args.force, only=args.only,
@@ -322,10 +326,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(exc: BaseException, verbose: bool) -> None:
+def _report(exc: BaseException, verbose: bool, message: str | None = None) -> None:
     if verbose:
         traceback.print_exception(exc, file=sys.stderr)
-    sys.stderr.write(f"ctac-book: error: {exc}\n")
+    sys.stderr.write(f"ctac-book: error: {exc if message is None else message}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,10 +373,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except runner.StageFailed as exc:
+        if exc.write_error:  # the disk filled up or became unwritable during the stage
+            _report(exc, args.verbose, f"stage {exc.stage!r} could not write to the run directory: {exc.write_error}")
+            return 2
         _report(exc, args.verbose)
         return 1
     except (ValueError, FileNotFoundError) as exc:
         _report(exc, args.verbose)
+        return 2
+    except rundir_mod.RunDirNotWritable as exc:
+        _report(exc, args.verbose)
+        return 2
+    except OSError as exc:
+        if exc.errno not in rundir_mod.WRITE_ERRNOS:
+            raise
+        # a write that failed after the start (the disk filled up): its file and reason, on one line
+        where = f" {exc.filename}" if exc.filename else ""
+        _report(exc, args.verbose, f"cannot write{where}: {rundir_mod.write_error_text(exc)}")
         return 2
     except RuntimeError as exc:  # the book build failed
         _report(exc, args.verbose)

@@ -9,21 +9,26 @@ from . import manifest
 from .tables import add_derived_columns
 
 
-def patient_flow(n_analysed: int) -> pd.DataFrame:
+def patient_flow(n_analysed: int, exclusions: pd.DataFrame | None = None) -> pd.DataFrame:
     """Supplementary Fig. 1 as a table: the paper's flow beside this cohort's.
 
     Parameters
     ----------
     n_analysed : int
         Patients in this book's analysed cohort.
+    exclusions : DataFrame, optional
+        On a site's own data, the patients left out because none of their scans could be measured,
+        counted by reason (``reason``, ``n``: :func:`ctac_helpers.imaging.exclusion_counts`). The
+        book's column then also holds the participants before that step (the site's cohort table)
+        and the exclusion, whose ``note`` gives the count of each reason.
 
-    Only the analysed cohort has a book value: the synthetic generator produces the analysed
-    cohort, so the upstream steps (enrolment, EAT-model training set, incomplete scans) carry the
-    paper's numbers alone.
+    Without ``exclusions`` only the analysed cohort has a book value: the synthetic generator produces
+    the analysed cohort, so the upstream steps (enrolment, EAT-model training set, incomplete scans)
+    carry the paper's numbers alone.
 
     Returns
     -------
-    DataFrame with columns ``step, label, kind, paper, book``.
+    DataFrame with columns ``step, label, kind, paper, book, note``.
     """
     v = manifest.paper_entry("supp_fig1")["values"]
     steps = [
@@ -35,7 +40,14 @@ def patient_flow(n_analysed: int) -> pd.DataFrame:
     ]
     df = pd.DataFrame(steps, columns=["step", "label", "kind", "paper"])
     df["book"] = np.nan
+    df["note"] = ""
     df.loc[df["step"] == "analysed", "book"] = n_analysed
+    if exclusions is not None:
+        n_excluded = int(exclusions["n"].sum())
+        df.loc[df["step"] == "remaining", "book"] = n_analysed + n_excluded
+        df.loc[df["step"] == "incomplete_ctac", "book"] = n_excluded
+        df.loc[df["step"] == "incomplete_ctac", "note"] = ", ".join(
+            f"{r.reason}: {r.n:,}" for r in exclusions.itertuples() if r.n)
     return df
 
 

@@ -12,6 +12,11 @@ runs them resumably on Dask. The three chapters call them in order:
 
 Every record carries ``scan_id`` and ``patient_id``; the feature table of chapter 4 has the column
 schema of the synthetic cohort (``ct__<structure>__<feature>``), so the models can read either.
+
+A scan that cannot be measured is data, not a crash: the scan tables of chapters 2 and 3 keep a row for
+every scan with its ``status`` (``ok`` or ``excluded``) and, for an excluded scan, a ``reason`` from the
+fixed vocabulary :data:`EXCLUSION_REASONS`; the patients left without a measured scan are counted by
+:func:`patient_exclusions`, which the patient flow of chapter 1 and the models of chapter 5 use.
 """
 
 from __future__ import annotations
@@ -136,6 +141,10 @@ class ScanFailed(RuntimeError):
     """A site scan's failure, its message stripped of the scan's file paths (see :func:`redact_paths`)."""
 
 
+class ScanUnreadable(ScanFailed):
+    """A site scan that could not be ingested (an :class:`ctac_helpers.ingest.IngestError`), paths stripped."""
+
+
 def redact_paths(text: str, scan: Mapping) -> str:
     """``text`` with every path of ``scan`` (image, label map, pericardium) replaced by a placeholder.
 
@@ -166,7 +175,8 @@ def segmentation_task(scan: Mapping, cache_dir: str, segmenter: str, options: Ma
     try:
         return _segment_scan(scan, cache_dir, segmenter, options)
     except Exception as exc:  # noqa: BLE001 - re-raised with the paths removed
-        raise ScanFailed(redact_paths(f"{type(exc).__name__}: {exc}", scan)) from None
+        kind = ScanUnreadable if isinstance(exc, ingest.IngestError) else ScanFailed
+        raise kind(redact_paths(f"{type(exc).__name__}: {exc}", scan)) from None
 
 
 def _segment_scan(scan: Mapping, cache_dir: str, segmenter: str, options: Mapping | None = None) -> dict:
@@ -186,17 +196,74 @@ def _segment_scan(scan: Mapping, cache_dir: str, segmenter: str, options: Mappin
     return rec
 
 
-def scan_table(runs, datasets: Sequence[str]) -> pd.DataFrame:
-    """One row per segmented scan from the batches' results, with its data set's name.
+# -- scans that cannot be measured ----------------------------------------------------------------
+SCAN_OK, SCAN_EXCLUDED = "ok", "excluded"
+#: Why a scan, or a patient, is left out: the only values of the scan tables' ``reason`` column (never a
+#: message from the site's files), the chapter that decides it and what it means.
+EXCLUSION_REASONS = {
+    "unreadable": ("segmentation", "the CT or its label map could not be read, or failed the image checks"),
+    "segmentation_failed": ("segmentation", "the scan could not be segmented"),
+    "no_heart": ("cac_eat", "no heart in the label map, so neither coronary calcium nor epicardial fat can be measured"),
+    "empty_pericardium": ("cac_eat", "an empty pericardium mask, so no epicardial fat can be measured"),
+    "measurement_failed": ("cac_eat", "coronary calcium or epicardial fat could not be measured"),
+    "radiomics_failed": ("radiomics", "the radiomics features could not be computed"),
+    "no_scan": ("segmentation", "no scan of the patient in the scan manifest"),
+}
+_STATUS_COLUMNS = ["status", "reason"]
 
-    A structure that a scan's record does not mention was not in its label map: it is absent.
+
+def _failure_reason(error: str) -> str:
+    """The reason code of a failed segmentation task, from its exception's name (``batch`` records it)."""
+    return "unreadable" if error in (ingest.IngestError.__name__, ScanUnreadable.__name__) else "segmentation_failed"
+
+
+def measured(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a scan table (chapter 2's or 3's) whose scan was measured: ``status`` ``ok``."""
+    if "status" not in table.columns:
+        raise ValueError("the scan table has no status column; expected the scans or cac_eat artifact of this "
+                         "version (run the segmentation and cac_eat stages again)")
+    return table[table["status"] == SCAN_OK].reset_index(drop=True)
+
+
+def exclusion_counts(table: pd.DataFrame, stage: str | None = None) -> pd.DataFrame:
+    """Excluded rows of a scan or patient table by reason: ``reason, what, n`` (reasons of ``stage`` only if given)."""
+    excluded = table[table["status"] == SCAN_EXCLUDED] if "status" in table.columns else table
+    counts = excluded["reason"].value_counts()
+    rows = [{"reason": code, "what": what, "n": int(counts[code])}
+            for code, (where, what) in EXCLUSION_REASONS.items()
+            if code in counts.index and (stage is None or where == stage)]
+    return pd.DataFrame(rows, columns=["reason", "what", "n"])
+
+
+def exclusion_text(counts: pd.DataFrame) -> str:
+    """Markdown of :func:`exclusion_counts`, ``"1 `no_heart` (no heart in the label map, ...)"``; ``"none"`` if empty."""
+    if not len(counts):
+        return "none"
+    return "; ".join(f"{r.n:,} `{r.reason}` ({r.what})" for r in counts.itertuples())
+
+
+def scan_table(runs, datasets: Sequence[str], manifests: Sequence[pd.DataFrame | None] = ()) -> pd.DataFrame:
+    """One row per scan from the segmentation batches' results, with its data set's name and status.
+
+    Segmented scans have ``status`` ``ok``; a scan whose task failed keeps a row with ``status``
+    ``excluded``, its ``reason`` (``unreadable`` or ``segmentation_failed``) and its patient, from the
+    ``manifests`` the batches ran on (``scan_id``, ``patient_id``; None for none). A structure that a
+    segmented scan's record does not mention was not in its label map: it is absent.
     """
-    frames = [r.frame().assign(dataset=d) for r, d in zip(runs, datasets) if len(r.results)]
+    frames = [r.frame().assign(dataset=d, status=SCAN_OK, reason="") for r, d in zip(runs, datasets) if len(r.results)]
+    patient_of = {sid: pid for m in manifests if m is not None for sid, pid in zip(m["scan_id"], m["patient_id"])}
+    for r, d in zip(runs, datasets):
+        if len(r.failures):
+            failed = pd.DataFrame({"scan_id": r.failures["scan_id"], "patient_id": r.failures["scan_id"].map(patient_of),
+                                   "dataset": d, "status": SCAN_EXCLUDED,
+                                   "reason": r.failures["error"].map(_failure_reason)})
+            frames.append(failed)
     if not frames:
-        return pd.DataFrame(columns=["scan_id", "patient_id", "dataset"])
+        return pd.DataFrame(columns=["scan_id", "patient_id", "dataset", *_STATUS_COLUMNS])
     scans = pd.concat(frames, ignore_index=True)
     status_cols = [c for c in scans.columns if c.startswith(STATUS_PREFIX)]
-    scans[status_cols] = scans[status_cols].fillna("absent")
+    ok = scans["status"] == SCAN_OK
+    scans.loc[ok, status_cols] = scans.loc[ok, status_cols].fillna("absent")
     return scans
 
 
@@ -287,21 +354,30 @@ def resolve_scan_paths(scans: pd.DataFrame, root: str | os.PathLike) -> pd.DataF
 
 
 def scan_summary(scans: pd.DataFrame) -> pd.DataFrame:
-    """The book's view of the scan table: geometry, segmentation source and structure counts."""
+    """The book's view of the scan table: status, geometry, segmentation source and structure counts.
+
+    Excluded scans (:func:`scan_table`) keep their row, with their reason and no geometry.
+    """
     status = scans[[c for c in scans.columns if c.startswith(STATUS_PREFIX)]]
-    out = scans[["scan_id", "dataset", "format", "segmentation_source"]].copy()
-    out["voxels (x, y, z)"] = [f"{a} x {b} x {c}" for a, b, c in zip(scans["size_x"], scans["size_y"], scans["n_slices"])]
-    out["spacing (mm)"] = [f"{a:.2f} x {b:.2f} x {c:.2f}" for a, b, c in
-                           zip(scans["spacing_x_mm"], scans["spacing_y_mm"], scans["spacing_z_mm"])]
-    out["present"] = (status == "present").sum(axis=1).to_numpy()
-    out["truncated"] = (status == "truncated").sum(axis=1).to_numpy()
+    ok = (scans["status"] == SCAN_OK).to_numpy()
+    geometry = ["size_x", "size_y", "n_slices", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm"]
+    scans = scans.reindex(columns=[*scans.columns, *(c for c in geometry if c not in scans.columns)])
+    out = scans.reindex(columns=["scan_id", "dataset", "status", "reason", "format", "segmentation_source"])
+    out["voxels (x, y, z)"] = [f"{a:.0f} x {b:.0f} x {c:.0f}" if good else "" for a, b, c, good in
+                               zip(scans["size_x"], scans["size_y"], scans["n_slices"], ok)]
+    out["spacing (mm)"] = [f"{a:.2f} x {b:.2f} x {c:.2f}" if good else "" for a, b, c, good in
+                           zip(scans["spacing_x_mm"], scans["spacing_y_mm"], scans["spacing_z_mm"], ok)]
+    for name in ("present", "truncated"):  # none counted for a scan that was not segmented
+        out[name] = pd.array(np.where(ok, (status == name).sum(axis=1).to_numpy(), 0), dtype="Int64")
+        out.loc[~ok, name] = pd.NA
     return out
 
 
 def presence_long(scans: pd.DataFrame) -> pd.DataFrame:
     """Long table (scan_id, dataset, structure, status) from the segmentation records."""
     cols = [c for c in scans.columns if c.startswith(STATUS_PREFIX)]
-    long = scans.melt(id_vars=["scan_id", "dataset"], value_vars=cols, var_name="structure", value_name="status")
+    long = scans[["scan_id", "dataset", *cols]].melt(id_vars=["scan_id", "dataset"], value_vars=cols,
+                                                     var_name="structure", value_name="status")
     long["structure"] = long["structure"].str[len(STATUS_PREFIX):]
     return long.sort_values(["scan_id", "structure"]).reset_index(drop=True)
 
@@ -324,15 +400,25 @@ def _site_value(scan: Mapping, key: str) -> float | None:
     return v if np.isfinite(v) else None
 
 
+def needs_heart(scan: Mapping) -> bool:
+    """Whether measuring ``scan`` needs a heart in its label map: the site did not supply both CAC and EAT."""
+    return _site_value(scan, "cac_score") is None or _site_value(scan, "eat_volume") is None
+
+
 def cac_eat_task(scan: Mapping) -> dict:
     """Agatston score and EAT of one segmented scan, or the site's values where supplied.
 
     Returns ``cac_score``, ``cac_volume_mm3``, ``cac_lesions``, ``cac_source`` ('measured' or
-    'site'), ``eat_volume`` (mL), ``eat_density`` (HU), ``eat_region`` and ``eat_source``.
+    'site'), ``eat_volume`` (mL), ``eat_density`` (HU), ``eat_region`` and ``eat_source``; or, for a
+    scan whose pericardium mask is empty (no epicardial fat could be measured in it), only ``status``
+    ``excluded`` and ``reason`` ``empty_pericardium``.
     """
     ct = sitk.ReadImage(scan["ct_path"])
     labels = sitk.ReadImage(scan["label_path"])
     rec = {"scan_id": scan["scan_id"], "patient_id": scan["patient_id"]}
+    peri = sitk.ReadImage(scan["pericardium_path"]) if scan.get("pericardium_path") else None
+    if peri is not None and _site_value(scan, "eat_volume") is None and not sitk.GetArrayViewFromImage(peri).any():
+        return {**rec, "status": SCAN_EXCLUDED, "reason": "empty_pericardium"}
     site_cac = _site_value(scan, "cac_score")
     if site_cac is not None:
         rec.update(cac_score=site_cac, cac_volume_mm3=None, cac_lesions=None, cac_source="site")
@@ -344,12 +430,62 @@ def cac_eat_task(scan: Mapping) -> dict:
     if site_vol is not None:
         rec.update(eat_volume=site_vol, eat_density=site_den, eat_region=None, eat_source="site")
     else:
-        peri = sitk.ReadImage(scan["pericardium_path"]) if scan.get("pericardium_path") else None
         e = fat.eat_from_image(ct, labels, peri)
         rec.update(eat_volume=float(e["eat_volume_ml"]), eat_density=float(e["eat_density_hu"]),
                    eat_region=e["eat_region"], eat_source="measured")
     rec["cac_category"] = str(calcium.cac_category(rec["cac_score"]))
     return rec
+
+
+def cac_eat_table(scans: pd.DataFrame, run) -> pd.DataFrame:
+    """Chapter 3's table: one row per scan of chapter 2's table, measured or excluded with its reason.
+
+    Parameters
+    ----------
+    scans : DataFrame
+        Chapter 2's scan table (:func:`scan_table`), every scan with its ``status``.
+    run : BatchResult
+        :func:`cac_eat_task` run on the scans of :func:`cac_eat_items`.
+
+    Returns
+    -------
+    DataFrame
+        The task's columns, ``dataset``, ``protocol`` (the manifest's), ``status`` and ``reason``: the
+        scans chapter 2 excluded keep their reason; ``no_heart`` for a segmented scan without a heart
+        that needed one, ``measurement_failed`` where the task raised, and the task's own exclusions.
+    """
+    rows = scans.reindex(columns=["scan_id", "patient_id", "dataset", "manifest_protocol", "status", "reason"]).rename(
+        columns={"manifest_protocol": "protocol"})
+    results = run.frame().drop(columns=["patient_id"], errors="ignore")
+    results = results.reindex(columns=[*results.columns, *(c for c in _STATUS_COLUMNS if c not in results.columns)])
+    out = rows.drop(columns=_STATUS_COLUMNS).merge(results, on="scan_id", how="left")
+    out[_STATUS_COLUMNS] = out[_STATUS_COLUMNS].astype(object)
+    out["status"] = out["status"].fillna(SCAN_OK)
+    out["reason"] = out["reason"].fillna("")
+    todo = {item["scan_id"] for item in cac_eat_items(scans)}
+    measured_ids, failed_ids = set(results["scan_id"]), set(run.failures["scan_id"])
+    earlier = rows.set_index("scan_id")
+    for i, sid in enumerate(out["scan_id"]):
+        if earlier.at[sid, "status"] != SCAN_OK:  # chapter 2's exclusion
+            out.loc[i, _STATUS_COLUMNS] = [SCAN_EXCLUDED, earlier.at[sid, "reason"]]
+        elif sid not in todo:
+            out.loc[i, _STATUS_COLUMNS] = [SCAN_EXCLUDED, "no_heart"]
+        elif sid in failed_ids:
+            out.loc[i, _STATUS_COLUMNS] = [SCAN_EXCLUDED, "measurement_failed"]
+        elif sid not in measured_ids:
+            raise ValueError(f"scan {sid}: neither measured nor failed; expected the batch run on cac_eat_items(scans)")
+    unknown = set(out["reason"]) - set(EXCLUSION_REASONS) - {""}
+    if unknown:
+        raise ValueError(f"unknown exclusion reason(s) {sorted(unknown)}; allowed: {', '.join(EXCLUSION_REASONS)}")
+    return out
+
+
+def cac_eat_items(scans: pd.DataFrame) -> list[dict]:
+    """The scans chapter 3 measures: segmented by chapter 2 and, unless the site gave both CAC and EAT, with a heart."""
+    segmented = measured(scans)
+    heart = segmented.get(f"{STATUS_PREFIX}heart", pd.Series("absent", index=segmented.index))
+    keep = [(h != "absent") or not needs_heart(row) for h, row in zip(heart, segmented.to_dict("records"))]
+    return segmented[keep].to_dict("records")
 
 
 # -- chapter 4: radiomics -------------------------------------------------------------------------
@@ -460,17 +596,85 @@ def make_radiomics_task(structures: Sequence[str], features: Sequence[str]):
     return functools.partial(radiomics_task, structures=list(structures), features=list(features))
 
 
+def analysis_scans(scans: pd.DataFrame, cac_eat: pd.DataFrame) -> pd.DataFrame:
+    """The scans chapter 4 measures for the models: segmented, measured by chapter 3, not a real sample.
+
+    The real samples are there to check the methods (not CTAC scans, no patients); a scan chapter 3
+    excluded has no CAC or EAT, so its patient cannot enter the models.
+    """
+    kept = set(measured(cac_eat)["scan_id"])
+    segmented = measured(scans)
+    return segmented[(segmented["dataset"] != "sample") & segmented["scan_id"].isin(kept)].reset_index(drop=True)
+
+
 def image_feature_table(radiomics_rows: pd.DataFrame, cac_eat: pd.DataFrame) -> pd.DataFrame:
     """One row per patient in the shared schema: ``patient_id``, CT features, CAC and EAT with sources.
 
-    Feature columns are float32 as in the synthetic table; the models read either table.
+    Feature columns are float32 as in the synthetic table; the models read either table. CAC and EAT
+    come from the scans chapter 3 measured (``cac_eat`` rows with ``status`` ``ok``, when it has one).
     """
     feats = radiomics_rows.drop(columns=["scan_id"])
     num = [c for c in feats.columns if c.startswith(manifest.CT_PREFIX) and not c.endswith("__status")]
     feats[num] = feats[num].astype(np.float32)
     keep = ["patient_id", "cac_score", "cac_volume_mm3", "cac_category", "cac_source",
             "eat_volume", "eat_density", "eat_region", "eat_source"]
-    return feats.merge(cac_eat[[c for c in keep if c in cac_eat.columns]], on="patient_id", how="left")
+    values = measured(cac_eat) if "status" in cac_eat.columns else cac_eat
+    return feats.merge(values[[c for c in keep if c in values.columns]], on="patient_id", how="left")
+
+
+def analysed_cohort(cohort: pd.DataFrame, cac_eat: pd.DataFrame,
+                    image_features: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """The analysed cohort: on a site's data, the patients with a measured scan (the paper's flow).
+
+    On a site's own scans (``dataset`` ``site`` in ``cac_eat``) a patient none of whose scans could be
+    measured leaves the analysis, as the paper's incomplete CTAC scans do; the phantoms and samples of
+    the synthetic default are no patients' only scans, so there the cohort is analysed whole.
+
+    Returns
+    -------
+    (cohort, left_out)
+        The analysed patients (rows of ``cohort``, in its order) and :func:`patient_exclusions`, or
+        None when the run holds no site scans.
+    """
+    if not (cac_eat["dataset"] == "site").any():
+        return cohort, None
+    left_out = patient_exclusions(cohort["patient_id"], cac_eat, image_features)
+    return cohort[~cohort["patient_id"].isin(left_out["patient_id"])].reset_index(drop=True), left_out
+
+
+def patient_exclusions(patient_ids, cac_eat: pd.DataFrame, image_features: pd.DataFrame) -> pd.DataFrame:
+    """The patients left without a measured scan, each with the reason (:data:`EXCLUSION_REASONS`).
+
+    Parameters
+    ----------
+    patient_ids : sequence
+        The cohort's patients.
+    cac_eat : DataFrame
+        Chapter 3's table: every scan with its ``status`` and ``reason``.
+    image_features : DataFrame
+        Chapter 4's table: the patients with CT features.
+
+    Returns
+    -------
+    DataFrame
+        ``patient_id``, ``reason``: ``no_scan`` for a patient without a scan; the reason of the
+        patient's first scan when none was measured; ``radiomics_failed`` when a scan was measured but
+        gave no features. Patients in ``image_features`` are not listed.
+    """
+    analysed = set(image_features["patient_id"])
+    scans = cac_eat.groupby("patient_id", sort=False)
+    rows = []
+    for pid in patient_ids:
+        if pid in analysed:
+            continue
+        if pid not in scans.groups:
+            reason = "no_scan"
+        else:
+            own = scans.get_group(pid)
+            ok = own["status"] == SCAN_OK
+            reason = "radiomics_failed" if ok.any() else own["reason"].iloc[0]
+        rows.append({"patient_id": pid, "reason": reason})
+    return pd.DataFrame(rows, columns=["patient_id", "reason"])
 
 
 def fill_measured_ct(cohort: pd.DataFrame, cac_eat: pd.DataFrame) -> pd.DataFrame:
@@ -482,12 +686,13 @@ def fill_measured_ct(cohort: pd.DataFrame, cac_eat: pd.DataFrame) -> pd.DataFram
     the first scan's value.
     """
     out = cohort.copy()
-    per_patient = cac_eat.drop_duplicates("patient_id").set_index("patient_id")
+    values = measured(cac_eat) if "status" in cac_eat.columns else cac_eat  # an excluded scan has no values
+    per_patient = values.drop_duplicates("patient_id").set_index("patient_id")
     for col in ("cac_score", "eat_volume", "eat_density"):
         if col not in per_patient.columns:
             continue
-        measured = out["patient_id"].map(per_patient[col]).astype(float)
-        out[col] = out[col].astype(float).fillna(measured) if col in out.columns else measured
+        found = out["patient_id"].map(per_patient[col]).astype(float)
+        out[col] = out[col].astype(float).fillna(found) if col in out.columns else found
     return out
 
 

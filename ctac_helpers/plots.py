@@ -30,7 +30,8 @@ def patient_flow(steps: pd.DataFrame):
     ----------
     steps : DataFrame
         Columns ``label``, ``paper`` and ``book`` (book may be NaN where the step is not simulated),
-        and ``kind`` ('main' boxes in the column, 'exclusion' boxes to the right).
+        and ``kind`` ('main' boxes in the column, 'exclusion' boxes to the right); an optional
+        ``note`` is written under the book's number (the reasons of a site's exclusions).
     """
     fig, ax = plt.subplots(figsize=(7.5, 5.2))
     ax.set_axis_off()
@@ -40,7 +41,8 @@ def patient_flow(steps: pd.DataFrame):
 
     def text(r):
         book = "" if pd.isna(r["book"]) else f"\nthis book: n = {int(r['book']):,}"
-        return f"{r['label']}\npaper: n = {int(r['paper']):,}{book}"
+        note = f"\n({r['note']})" if isinstance(r.get("note"), str) and r["note"] else ""
+        return f"{r['label']}\npaper: n = {int(r['paper']):,}{book}{note}"
 
     for y, (_, r) in zip(ys, main.iterrows()):
         ax.text(0.3, y, text(r), ha="center", va="center", fontsize=9,

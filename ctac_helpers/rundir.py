@@ -12,12 +12,14 @@ Layout (a contract that later stages, users and external checks rely on)::
         run.json                    parameters, package versions, stage records, input/output hashes
 
 Every write is atomic (a temporary file in the same folder, then ``os.replace``) so a run killed at
-any moment never leaves a half-written file that a later stage would read.
+any moment never leaves a half-written file that a later stage would read; the file then gets the mode
+the user's umask gives a new file (``0644`` under the usual ``022``), not the temporary file's ``0600``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -44,25 +46,94 @@ def _check_id(kind: str, name: str) -> str:
     return name
 
 
+#: ``errno`` values that mean "this folder cannot be written to", not "this input is wrong".
+WRITE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
+                          errno.EEXIST, errno.EISDIR})
+
+
+class RunDirNotWritable(OSError):
+    """The run directory cannot be created or written to (permissions, read-only or full disk)."""
+
+
+def current_umask() -> int:
+    """The process's umask.
+
+    Read from ``/proc/self/status`` where it is there (Linux): setting and restoring it with
+    ``os.umask`` would change it for a moment for every thread of the process.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(path: str | os.PathLike) -> None:
+    """Give ``path`` the mode a new file gets under the user's umask (``tempfile`` creates files ``0600``)."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
+def write_error_text(exc: OSError) -> str:
+    """The reason of a failed write in words (``"No space left on device"``), without the file's path."""
+    return exc.strerror or (errno.errorcode.get(exc.errno, "") if exc.errno else "") or str(exc)
+
+
+def require_writable(root: str | os.PathLike) -> Path:
+    """Create ``root`` if needed and check that a file can be written and flushed there.
+
+    Raises
+    ------
+    RunDirNotWritable
+        The folder cannot be created, or a small file cannot be written and synced to disk in it
+        (no permission, a read-only file system, a full disk or quota), named with the reason.
+    """
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=root)
+        try:
+            os.write(fd, b"ctac-book\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        err = RunDirNotWritable(f"cannot write to the run directory {root}: {write_error_text(exc)}")
+        err.errno = exc.errno
+        raise err from None
+    return root
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it onto ``path`` only if the block succeeds.
 
     The temporary name is hidden (leading dot) and ends in ``.tmp`` followed by the target's own
-    extensions (``.tmp.nii.gz``), because writers such as SimpleITK pick the format from the name.
+    extensions (``.tmp.nii.gz``), because writers such as SimpleITK pick the format from the name. The
+    file gets the mode of the user's umask before it takes the target's place.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes),
+                                   dir=path.parent)
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)  # a full disk's error names the file it could not write
+        raise
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        apply_umask(tmp_path)
         # fsync so that a power cut after the rename cannot leave an empty file behind
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

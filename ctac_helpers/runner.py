@@ -15,7 +15,10 @@ it; a re-run whose outputs change changes the input hashes, hence the keys, of t
 
 A stage is recorded as ``running`` before its notebook starts, and as ``ok`` (with its outputs'
 hashes) or ``failed`` when it ends: a run killed in a stage leaves that stage ``running``, which is
-never taken for finished. :func:`compare_runs` compares the output hashes of two run directories.
+never taken for finished. The outputs and executed notebook of a stage's last successful run are kept
+aside (``.last_good/<stage>/``) while it re-runs and put back if the re-run fails, so a failure never
+leaves the run directory with a half-rewritten stage. :func:`compare_runs` compares the output hashes
+of two run directories.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import json
 import logging
 import os
 import platform
+import re
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -34,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
 from .config import SITE_KEYS, SITE_PARAMETERS, stage_parameters, validate_config
-from .rundir import RunDir, file_sha256
+from .rundir import WRITE_ERRNOS, RunDir, apply_umask, file_sha256
 from .stages import STAGES, Stage, execution_order, get_stage
 from .validate import ValidationError, parameter_specs, stage_parameter_problems
 
@@ -84,6 +89,20 @@ class StageFailed(RuntimeError):
         self.ename = ename
         self.evalue = evalue
         self.results = list(results or [])
+
+    @property
+    def write_error(self) -> str | None:
+        """The reason, when the notebook failed because it could not write (full disk, permissions), else None.
+
+        Such a failure is the run directory's, not the notebook's: the command line reports it as one.
+        """
+        found = re.match(r"\[Errno (\d+)\] ([^:]+)", self.evalue or "")
+        if self.ename in _OS_ERRORS and found and int(found.group(1)) in WRITE_ERRNOS:
+            return found.group(2).strip()
+        return None
+
+
+_OS_ERRORS = {"OSError", "PermissionError", "IOError", "FileExistsError", "NotADirectoryError", "IsADirectoryError"}
 
 
 @dataclass
@@ -303,6 +322,71 @@ def _freshness(plan: _Plan, rec: Mapping | None, root: Path) -> tuple[str, str]:
     return UP_TO_DATE, ""
 
 
+# -- the last good run of a stage ---------------------------------------------------------------
+#: Where a stage's last successful outputs and executed notebook wait while it re-runs.
+LAST_GOOD_DIR = ".last_good"
+_LAST_GOOD_FIELDS = ("key", "started", "finished", "outputs")
+
+
+def _good_copy(root: Path, keep: Path, rel: str, sha: str) -> Path | None:
+    """Where the last good run's output ``rel`` is (set aside, or still in place), or None if changed."""
+    for path in (root / rel, keep / rel):
+        if path.is_file() and file_sha256(path) == sha:
+            return path
+    return None
+
+
+def _set_aside_last_good(root: Path, stage: Stage, prev: Mapping | None, final: Path) -> dict | None:
+    """Keep the outputs and executed notebook of ``stage``'s last successful run aside while it re-runs.
+
+    They are moved (a rename: no copy) into ``.last_good/<stage>/``; what a re-run that was killed
+    set aside stays there. Returns the last good run's record (key, times, output hashes), or None
+    when there is none, or when one of its outputs was changed or removed since (nothing to keep).
+    """
+    prev = prev or {}
+    good = prev if prev.get("status") == "ok" else prev.get("last_good")
+    keep = root / LAST_GOOD_DIR / stage.name
+    outputs = (good or {}).get("outputs") or {}
+    found = {rel: _good_copy(root, keep, rel, sha) for rel, sha in outputs.items()}
+    if not outputs or None in found.values():
+        shutil.rmtree(keep, ignore_errors=True)
+        final.unlink(missing_ok=True)
+        return None
+    if all(path == root / rel for rel, path in found.items()):
+        shutil.rmtree(keep, ignore_errors=True)  # nothing of this run set aside yet: what is there is older
+    for rel, path in found.items():
+        if path != keep / rel:
+            (keep / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, keep / rel)
+    kept_nb = keep / "executed" / final.name
+    if final.is_file():
+        if kept_nb.is_file():  # the kept one is the good one; this one is of a run that did not finish
+            final.unlink()
+        else:
+            kept_nb.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(final, kept_nb)
+    return {k: good[k] for k in _LAST_GOOD_FIELDS if k in good}
+
+
+def _restore_last_good(root: Path, stage: Stage, good: Mapping, final: Path) -> None:
+    """Put the outputs and executed notebook set aside by :func:`_set_aside_last_good` back in place."""
+    keep = root / LAST_GOOD_DIR / stage.name
+    kept_nb = keep / "executed" / final.name
+    if kept_nb.is_file():  # first: a restore cut short after it leaves outputs aside, which are found again
+        os.replace(kept_nb, final)
+    for rel in good["outputs"]:
+        if (keep / rel).is_file():  # else already put back by a restore that was interrupted
+            os.replace(keep / rel, root / rel)
+    _drop_last_good(root, stage)
+
+
+def _drop_last_good(root: Path, stage: Stage) -> None:
+    shutil.rmtree(root / LAST_GOOD_DIR / stage.name, ignore_errors=True)
+    with_parent = root / LAST_GOOD_DIR
+    if with_parent.is_dir() and not any(with_parent.iterdir()):
+        with_parent.rmdir()
+
+
 # -- execution ----------------------------------------------------------------------------------
 def _failing_cell(exc: Any, source_nb: Path) -> tuple[int | None, str]:
     """1-based index of the failing cell in the *source* notebook, and its first line.
@@ -358,14 +442,15 @@ def _execute(plan: _Plan, rd: RunDir, record: dict, kernel_name: str, results: l
     os.close(fd)
     tmp = Path(tmp_name)
     started, t0 = _now(), time.perf_counter()
+    good = _set_aside_last_good(rd.root, stage, record["stages"].get(stage.name), final)
     # Recorded before the notebook starts: a run killed during this stage leaves it "running", never
     # "ok" with the hashes of outputs it may have partly rewritten, so neither the next run, `status`
-    # nor `--only` of a stage downstream takes it for finished; and, as after a failure, the previous
-    # executed notebook goes, since it no longer describes the outputs.
+    # nor `--only` of a stage downstream takes it for finished. The last good run is named so that
+    # the next run finds what it set aside.
     record["stages"][stage.name] = {**_record_base(plan, started, t0), "status": "running", "finished": None,
-                                    "duration_s": None, "executed": None, "outputs": {}}
+                                    "duration_s": None, "executed": None, "outputs": {},
+                                    **({"last_good": good} if good else {})}
     rd.write_run_json(record)
-    final.unlink(missing_ok=True)
     error: dict | None = None
     message = ""
     cell = None
@@ -400,19 +485,25 @@ def _execute(plan: _Plan, rd: RunDir, record: dict, kernel_name: str, results: l
         if error is not None:
             failed.unlink(missing_ok=True)
             if tmp.is_file() and tmp.stat().st_size > 0:
+                apply_umask(tmp)
                 os.replace(tmp, failed)
-            # a previous successful copy no longer describes this stage's (possibly rewritten) outputs
-            final.unlink(missing_ok=True)
-            rec.update(status="failed", executed=f"executed/{failed.name}", outputs={}, error=error)
+            if good:
+                # the last good run's outputs and notebook take back the place of the failed run's
+                _restore_last_good(rd.root, stage, good, final)
+            rec.update(status="failed", executed=f"executed/{failed.name}", outputs={}, error=error,
+                       **({"last_good": good} if good else {}))
             record["stages"][stage.name] = rec
             rd.write_run_json(record)
             if failed.is_file():
                 message += f"\nexecuted notebook with the error: {failed}"
+            if good:
+                message += "\nthe outputs and executed notebook of its last successful run are kept"
             raise StageFailed(
                 message,
                 stage=stage.name, notebook=nb_name, executed=failed if failed.is_file() else None, cell=cell,
                 ename=error["ename"], evalue=error["evalue"], results=results,
             )
+        apply_umask(tmp)
         os.replace(tmp, final)
         failed.unlink(missing_ok=True)
         rec.update(
@@ -422,6 +513,7 @@ def _execute(plan: _Plan, rd: RunDir, record: dict, kernel_name: str, results: l
         )
         record["stages"][stage.name] = rec
         rd.write_run_json(record)
+        _drop_last_good(rd.root, stage)
         return final, rec["duration_s"]
     finally:
         tmp.unlink(missing_ok=True)

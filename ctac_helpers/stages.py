@@ -59,8 +59,10 @@ STAGES: tuple[Stage, ...] = (
         name="cohort",
         notebook="01_cohort.ipynb",
         title="Cohort: patient flow and baseline characteristics",
-        needs=("data",),
-        inputs=("cohort",),
+        # cac_eat, image_features: on a site's data, the patients whose scans could not be measured leave
+        # the analysed cohort (chapters 2-4 decide it), as the paper's incomplete CTAC scans do
+        needs=("data", "radiomics"),
+        inputs=("cohort", "cac_eat", "image_features"),
         tables=("table1", "table2", "supp_table2", "supp_fig1"),
         figures=("supp_fig1",),
     ),
@@ -100,8 +102,9 @@ STAGES: tuple[Stage, ...] = (
         title="Mortality models",
         # radiomics: with features='imaging' the models read the image-derived features; scans (written by
         # segmentation, upstream of radiomics): the patient explorer shows the imaged patients' CT.
+        # cac_eat: why a site's patients without image features were left out
         needs=("data", "radiomics"),
-        inputs=("cohort", "ct_features", "image_features", "scans"),
+        inputs=("cohort", "ct_features", "image_features", "scans", "cac_eat"),
         artifacts=("predictions", "shap_structures"),
         tables=("model_selection", "supp_table3", "supp_table3_delong", "supp_table4", "supp_table4_delong",
                 "supp_table5", "supp_table5_delong", "fig2", "supp_fig2", "fig4", "supp_table10"),
@@ -111,8 +114,9 @@ STAGES: tuple[Stage, ...] = (
         name="subgroups",
         notebook="06_subgroups.ipynb",
         title="Subgroups, sites and protocols",
+        # cac_eat, image_features: the analysed cohort (imaging.analysed_cohort), as in chapter 1
         needs=("data", "models"),
-        inputs=("cohort", "predictions"),
+        inputs=("cohort", "predictions", "cac_eat", "image_features"),
         tables=("supp_fig3", "supp_table6"),
         figures=("supp_fig3",),
     ),
@@ -122,7 +126,7 @@ STAGES: tuple[Stage, ...] = (
         title="Survival, hazard ratios and reclassification",
         # cac_eat: a site's cohort table may lack CAC, measured on its scans by chapter 3
         needs=("data", "cac_eat", "models"),
-        inputs=("cohort", "cac_eat", "predictions"),
+        inputs=("cohort", "cac_eat", "predictions", "image_features"),
         tables=("ai_threshold", "fig3", "fig3_logrank", "cox_univariate", "supp_fig4", "supp_table7", "nri"),
         figures=("fig3", "supp_fig4", "supp_table7"),
     ),

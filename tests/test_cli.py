@@ -1,7 +1,10 @@
+import errno
+import os
+
 import pytest
 
 import fakebook
-from ctac_helpers import cli, config, runner, stages
+from ctac_helpers import cli, config, rundir, runner, stages
 
 
 @pytest.fixture
@@ -67,7 +70,7 @@ def test_status_of_a_new_run_directory(tmp_path, monkeypatch, capsys):
     lines = captured.out.splitlines()
     assert lines[0].split() == ["stage", "state", "reason"]
     assert lines[1].startswith("data") and "never run" in lines[1]
-    assert lines[2].startswith("cohort") and "never run" in lines[2]
+    assert lines[2].startswith("segmentation") and "never run" in lines[2]  # execution order
     assert str(tmp_path / "runs" / "quick") in captured.err  # default run directory: ./runs/<name>
     assert not (tmp_path / "runs").exists()
 
@@ -75,6 +78,64 @@ def test_status_of_a_new_run_directory(tmp_path, monkeypatch, capsys):
 def test_build_without_a_run(tmp_path, capsys):
     assert cli.main(["build", "--profile", "quick", "--run-dir", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "run `ctac-book run` first" in capsys.readouterr().err
+
+
+def test_an_unwritable_run_directory_is_one_line_and_exit_code_2(fake_book, capsys, monkeypatch):
+    blocker = fake_book / "file"
+    blocker.write_text("a file where the run directory should go")
+    assert cli.main(["run", "-q", "--profile", "fake", "--run-dir", str(blocker / "run")]) == 2
+    assert capsys.readouterr().err == (f"ctac-book: error: cannot write to the run directory {blocker / 'run'}: "
+                                       "Not a directory\n")
+
+    def refuse(*args, **kwargs):  # what a user without write permission meets (root may write anywhere)
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(rundir.tempfile, "mkstemp", refuse)
+    assert cli.main(["run", "-q", "--profile", "fake", "--run-dir", str(fake_book / "run")]) == 2
+    assert capsys.readouterr().err == (f"ctac-book: error: cannot write to the run directory {fake_book / 'run'}: "
+                                       "Permission denied\n")
+    assert not (fake_book / "run" / "run.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to a read-only folder")
+def test_a_read_only_run_directory_is_refused(fake_book, capsys):
+    run_dir = fake_book / "ro"
+    run_dir.mkdir()
+    run_dir.chmod(0o555)
+    try:
+        assert cli.main(["run", "-q", "--profile", "fake", "--run-dir", str(run_dir)]) == 2
+    finally:
+        run_dir.chmod(0o755)
+    assert capsys.readouterr().err.endswith(f"{run_dir}: Permission denied\n")
+
+
+def test_a_disk_that_fills_up_during_the_run_is_one_line_and_exit_code_2(fake_book, capsys, monkeypatch):
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd):  # the check of the run directory passes; the next write finds the disk full
+        calls.append(fd)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(rundir.os, "fsync", fsync)
+    run_dir = fake_book / "run"
+    assert cli.main(["run", "-q", "--profile", "fake", "--run-dir", str(run_dir)]) == 2
+    assert capsys.readouterr().err == f"ctac-book: error: cannot write {run_dir / 'run.json'}: No space left on device\n"
+
+
+def test_a_stage_that_meets_a_full_disk_is_reported_as_such(fake_book, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise runner.StageFailed("stage 'down' failed in notebook down.ipynb, cell 3: OSError: ...\nexecuted ...",
+                                 stage="down", notebook="down.ipynb", ename="OSError",
+                                 evalue="[Errno 28] No space left on device: '/somewhere/artifacts/down.parquet'")
+
+    monkeypatch.setattr(runner, "run_stages", full)
+    assert cli.main(["run", "-q", "--profile", "fake", "--run-dir", str(fake_book / "run")]) == 2
+    assert capsys.readouterr().err == ("ctac-book: error: stage 'down' could not write to the run directory: "
+                                       "No space left on device\n")
+    failed = runner.StageFailed("x", stage="down", notebook="down.ipynb", ename="ValueError", evalue="[Errno 28] no")
+    assert failed.write_error is None  # only an OSError is the disk's
 
 
 @pytest.mark.slow

@@ -190,3 +190,94 @@ def test_fill_measured_ct_fills_only_missing_values():
     assert out["cac_score"].tolist()[:2] == [12.0, 450.0] and np.isnan(out["cac_score"].iloc[2])
     assert out["eat_volume"].tolist()[:2] == [80.0, 95.0]  # a column the table lacks is added
     assert cohort["cac_score"].isna().sum() == 2  # the input is not modified
+
+
+# -- scans that cannot be measured ----------------------------------------------------------------
+def test_a_failed_scan_stays_in_the_scan_table_with_a_reason_code(segmented, tmp_path):
+    root, _, _ = segmented
+    bad = tmp_path / "MRN5550001" / "ct.nii.gz"
+    bad.parent.mkdir()
+    bad.write_bytes(b"not an image")
+    items = [{"scan_id": "good", "patient_id": "P1", "image": str(root / "ph" / "phantom_ct.nii.gz"),
+              "label_map": str(root / "ph" / "phantom_labels.nii.gz")},
+             {"scan_id": "bad", "patient_id": "P2", "image": str(bad), "label_map": None}]
+    task = imaging.make_segmentation_task(tmp_path / "cache", "phantom")
+    plain = batch.run_batch(task, items, tmp_path / "w1", key="k", n_workers=1, progress=False)
+    site = batch.run_batch(task, [dict(it, scan_id=f"s-{it['scan_id']}", redact_paths=True) for it in items],
+                           tmp_path / "w2", key="k", n_workers=1, progress=False)
+    manifest = pd.DataFrame(items)
+    table = imaging.scan_table([plain, site], ["phantom", "site"],
+                               manifests=[manifest, manifest.assign(scan_id="s-" + manifest["scan_id"])])
+    assert table[["scan_id", "patient_id", "dataset", "status", "reason"]].to_dict("records") == [
+        {"scan_id": "good", "patient_id": "P1", "dataset": "phantom", "status": "ok", "reason": ""},
+        {"scan_id": "s-good", "patient_id": "P1", "dataset": "site", "status": "ok", "reason": ""},
+        {"scan_id": "bad", "patient_id": "P2", "dataset": "phantom", "status": "excluded", "reason": "unreadable"},
+        {"scan_id": "s-bad", "patient_id": "P2", "dataset": "site", "status": "excluded", "reason": "unreadable"}]
+    assert table.loc[table["status"] == "ok", "status__heart"].tolist() == ["present", "present"]
+    assert imaging.measured(table)["scan_id"].tolist() == ["good", "s-good"]
+    summary = imaging.scan_summary(table)
+    assert summary.loc[2, "voxels (x, y, z)"] == "" and pd.isna(summary.loc[2, "present"])
+    assert summary.loc[0, "present"] > 0
+    with pytest.raises(ValueError, match="no status column"):
+        imaging.measured(table.drop(columns="status"))
+
+
+def _labels_without_heart(rec, tmp_path):
+    labels = sitk.ReadImage(rec["label_path"])
+    arr = sitk.GetArrayFromImage(labels)
+    arr[arr == manifest.structure_id("heart")] = 0
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(labels)
+    path = tmp_path / "no_heart.nii.gz"
+    sitk.WriteImage(out, str(path))
+    return str(path)
+
+
+def test_cac_eat_table_keeps_every_scan_with_its_reason(segmented, tmp_path):
+    _, _, rec = segmented
+    empty = sitk.Image(sitk.ReadImage(rec["pericardium_path"]))
+    empty = sitk.Multiply(empty, 0)
+    sitk.WriteImage(empty, str(tmp_path / "empty_peri.nii.gz"))
+    base = dict(rec, dataset="site", status="ok", reason="")
+    rows = [dict(base, scan_id="ok1", patient_id="A"),
+            dict(base, scan_id="noheart", patient_id="B", status__heart="absent",
+                 label_path=_labels_without_heart(rec, tmp_path)),
+            # the site gave both CAC and EAT: no heart is needed
+            dict(base, scan_id="given", patient_id="C", status__heart="absent", manifest_cac_score=10.0,
+                 manifest_eat_volume=90.0, manifest_eat_density=-80.0),
+            dict(base, scan_id="peri", patient_id="D", pericardium_path=str(tmp_path / "empty_peri.nii.gz")),
+            dict(base, scan_id="broken", patient_id="E", ct_path=str(tmp_path / "missing.nii.gz")),
+            {"scan_id": "unread", "patient_id": "F", "dataset": "site", "status": "excluded", "reason": "unreadable"}]
+    scans = pd.DataFrame(rows)
+    items = imaging.cac_eat_items(scans)
+    assert [it["scan_id"] for it in items] == ["ok1", "given", "peri", "broken"]
+    run = batch.run_batch(imaging.cac_eat_task, items, tmp_path / "work", key="k", n_workers=1, progress=False)
+    table = imaging.cac_eat_table(scans, run)
+    assert dict(zip(table["scan_id"], zip(table["status"], table["reason"]))) == {
+        "ok1": ("ok", ""), "noheart": ("excluded", "no_heart"), "given": ("ok", ""),
+        "peri": ("excluded", "empty_pericardium"), "broken": ("excluded", "measurement_failed"),
+        "unread": ("excluded", "unreadable")}
+    excluded = table[table["status"] == "excluded"]
+    assert excluded["cac_score"].isna().all() and excluded["eat_volume"].isna().all()
+    assert table.set_index("scan_id").at["given", "cac_source"] == "site"
+    counts = imaging.exclusion_counts(table, stage="cac_eat")
+    assert counts[["reason", "n"]].to_dict("records") == [
+        {"reason": "no_heart", "n": 1}, {"reason": "empty_pericardium", "n": 1}, {"reason": "measurement_failed", "n": 1}]
+    assert imaging.exclusion_text(counts).startswith("1 `no_heart` (no heart in the label map")
+    assert imaging.exclusion_text(counts.iloc[:0]) == "none"
+
+    # chapter 4 measures the scans chapter 3 measured; the patients without one are left out, with the reason
+    assert imaging.analysis_scans(scans, table)["scan_id"].tolist() == ["ok1", "given"]
+    features = pd.DataFrame({"patient_id": ["A"], "ct__heart__Mean": [1.0]})  # C's radiomics failed
+    cohort = pd.DataFrame({"patient_id": list("ABCDEFG"), "death": [0, 1, 0, 1, 0, 1, 0]})
+    analysed, left_out = imaging.analysed_cohort(cohort, table, features)
+    assert analysed["patient_id"].tolist() == ["A"]
+    assert dict(zip(left_out["patient_id"], left_out["reason"])) == {
+        "B": "no_heart", "C": "radiomics_failed", "D": "empty_pericardium", "E": "measurement_failed",
+        "F": "unreadable", "G": "no_scan"}
+    # phantoms are no patient's only scan: the synthetic cohort is analysed whole
+    same, none = imaging.analysed_cohort(cohort, table.assign(dataset="phantom"), features)
+    assert same is cohort and none is None
+    # the measured values only: an excluded scan of a patient does not blank the cohort's CAC
+    filled = imaging.fill_measured_ct(cohort, table)
+    assert filled.set_index("patient_id").at["C", "cac_score"] == 10.0 and np.isnan(filled.at[1, "cac_score"])

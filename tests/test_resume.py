@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from ctac_helpers.rundir import file_sha256
-from ctac_helpers.stages import STAGES
+from ctac_helpers.stages import STAGES, execution_order
 
 pytestmark = pytest.mark.slow
 
@@ -46,7 +46,7 @@ CONFIG_MODELS_CHANGED = CONFIG.replace("n_resamples: 50, early", "n_resamples: 4
 # Temporary files of the atomic writes (rundir.atomic_path, the runner's notebook): .<name>.<random>.tmp<ext>
 TEMPORARY = re.compile(r"^\..+\.tmp(\.[A-Za-z0-9]+)*$")
 BY_NAME = {s.name: s for s in STAGES}
-EARLIER = ["data", "cohort", "segmentation", "cac_eat", "radiomics"]
+EARLIER = ["data", "segmentation", "cac_eat", "radiomics", "cohort"]  # in execution order
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -248,21 +248,22 @@ def test_kill_in_segmentation_leaves_nothing_half_written(killed_in_segmentation
     k = killed_in_segmentation
     record, leftovers = check_integrity(k["run_dir"])
     states = {name: rec["status"] for name, rec in record["stages"].items()}
-    assert states == {"data": "ok", "cohort": "ok", "segmentation": "running"}
+    assert states == {"data": "ok", "segmentation": "running"}
     assert not record["stages"]["segmentation"]["outputs"]
     assert not (k["run_dir"] / "artifacts" / "scans.parquet").exists()
     # every leftover is a hidden temporary, e.g. the segmentation's half-run notebook
     assert all(TEMPORARY.match(p.name) for p in leftovers)
     status = _status(k["config"], k["run_dir"])
-    assert status["data"].startswith("up to date") and status["cohort"].startswith("up to date")
+    assert status["data"].startswith("up to date")
+    assert status["cohort"].startswith("never run")  # it follows the imaging chapters
     assert status["segmentation"].startswith("stale") and "did not finish" in status["segmentation"]
 
 
 def test_rerun_completes_without_recomputing_finished_scans(killed_in_segmentation, resumed):
     k = killed_in_segmentation
     ran, skipped = _ran_and_skipped(resumed)
-    assert skipped == ["data", "cohort"]
-    assert ran == [s.name for s in STAGES if s.name not in ("data", "cohort")]
+    assert skipped == ["data"]
+    assert ran == [s.name for s in execution_order(STAGES) if s.name != "data"]
     assert "segmentation: running 02_segmentation.ipynb (last run did not finish" in resumed
     for path, (mtime, content) in k["done"].items():
         assert path.stat().st_mtime_ns == mtime and path.read_bytes() == content, f"{path.name} was recomputed"

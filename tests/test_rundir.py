@@ -1,12 +1,16 @@
+import errno
 import json
 import os
+import stat
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from ctac_helpers import rundir
 from ctac_helpers.rundir import (
-    SUBDIRS, RunDir, atomic_path, atomic_write_json, atomic_write_text, file_sha256, table_to_csv_text,
+    SUBDIRS, RunDir, RunDirNotWritable, atomic_path, atomic_write_json, atomic_write_text, current_umask, file_sha256,
+    require_writable, table_to_csv_text,
 )
 
 
@@ -102,3 +106,67 @@ def test_ids_are_validated(tmp_path, bad):
 def test_missing_artifact_names_the_remedy(tmp_path):
     with pytest.raises(FileNotFoundError, match="artifact 'cohort' not found .*ctac-book run"):
         RunDir(tmp_path / "run").read_artifact("cohort")
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for one test (``umask(0o027)``), restoring it afterwards."""
+    old = os.umask(0o022)
+    yield lambda mask: os.umask(mask)
+    os.umask(old)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mask, mode):
+    umask(mask)
+    assert current_umask() == mask
+    rd = RunDir(tmp_path / "run")
+    written = [atomic_write_text(tmp_path / "a.txt", "x"), atomic_write_json(tmp_path / "b.json", {}),
+               rd.write_table("t", pd.DataFrame({"a": [1]})), rd.write_artifact("t", pd.DataFrame({"a": [1]}))]
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path  # not tempfile's 0600
+    assert stat.S_IMODE((rd.root / "tables").stat().st_mode) == 0o777 & ~mask
+
+
+def test_require_writable_creates_the_folder_and_leaves_nothing(tmp_path):
+    assert require_writable(tmp_path / "runs" / "new") == tmp_path / "runs" / "new"
+    assert os.listdir(tmp_path / "runs" / "new") == []
+
+
+def test_require_writable_names_the_folder_and_the_reason(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the run directory should go")
+    with pytest.raises(RunDirNotWritable, match=r"cannot write to the run directory .*file/run: Not a directory$"):
+        require_writable(blocker / "run")
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir.os, "fsync", full)
+    with pytest.raises(RunDirNotWritable, match="No space left on device") as info:
+        require_writable(tmp_path / "run")
+    assert info.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path / "run") == []  # the probe is removed
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to a read-only folder")
+def test_require_writable_refuses_a_read_only_folder(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        with pytest.raises(RunDirNotWritable, match="Permission denied"):
+            require_writable(ro / "run")
+    finally:
+        ro.chmod(0o755)
+
+
+def test_a_failed_write_names_its_file(tmp_path, monkeypatch):
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir.os, "fsync", full)
+    with pytest.raises(OSError) as info:
+        atomic_write_text(tmp_path / "out.txt", "x")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(tmp_path / "out.txt")
+    assert os.listdir(tmp_path) == []

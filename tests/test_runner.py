@@ -1,7 +1,9 @@
 """The papermill runner on a tiny fake book: caching, forcing, failures and status."""
 
 import json
+import os
 import shutil
+import stat
 import time
 
 import pytest
@@ -136,7 +138,6 @@ def test_failing_notebook_stops_the_run_and_keeps_upstream(finished, notebooks):
 
     assert file_sha256(up_artifact) == up_sha
     assert (finished / "executed" / "down.failed.ipynb").is_file()
-    assert not (finished / "executed" / "down.ipynb").exists()
     assert (finished / "executed" / "report.ipynb").stat().st_mtime_ns == report_before
     record = json.loads((finished / "run.json").read_text())
     assert record["stages"]["up"] == before["stages"]["up"]
@@ -146,6 +147,7 @@ def test_failing_notebook_stops_the_run_and_keeps_upstream(finished, notebooks):
     assert down["executed"] == "executed/down.failed.ipynb"
     assert down["error"]["ename"] == "ValueError" and down["error"]["evalue"] == "boom from down"
     assert down["error"]["cell"] == 3
+    assert down["last_good"]["outputs"] == before["stages"]["down"]["outputs"]
 
     # the failure makes the stage stale; a good run afterwards replaces the failed notebook
     states = {s.stage: (s.state, s.reason) for s in runner.stage_status(fakebook.config(), finished, STAGES, notebooks)}
@@ -153,6 +155,49 @@ def test_failing_notebook_stops_the_run_and_keeps_upstream(finished, notebooks):
     results = run(finished, notebooks)
     assert statuses(results)["down"] == "ran"
     assert not (finished / "executed" / "down.failed.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_a_failed_rerun_keeps_the_last_good_notebook_and_outputs(finished, notebooks, tmp_path):
+    good = {rel: file_sha256(finished / rel) for rel in STAGES[1].output_relpaths()}
+    good_nb = (finished / "executed" / "down.ipynb").read_bytes()
+    # scale 5 rewrites the artifact before the notebook raises: the half-done run must not stay
+    for attempt in range(2):  # a second failure still finds the last good run
+        with pytest.raises(runner.StageFailed, match="last successful run are kept"):
+            run(finished, notebooks, fakebook.config(down={"fail": True, "scale": 5}))
+        assert {rel: file_sha256(finished / rel) for rel in good} == good, attempt
+        assert (finished / "executed" / "down.ipynb").read_bytes() == good_nb
+        assert (finished / "executed" / "down.failed.ipynb").is_file()
+        assert not (finished / runner.LAST_GOOD_DIR).exists()
+    # a re-run killed half-way (the last good run set aside, an output rewritten) is recovered the same way
+    record = json.loads((finished / "run.json").read_text())
+    runner._set_aside_last_good(finished, STAGES[1], record["stages"]["down"], finished / "executed" / "down.ipynb")
+    assert not (finished / "executed" / "down.ipynb").exists()
+    (finished / "artifacts" / "down.parquet").write_bytes(b"half-written by a killed run")
+    record["stages"]["down"]["status"] = "running"
+    (finished / "run.json").write_text(json.dumps(record))
+    with pytest.raises(runner.StageFailed):
+        run(finished, notebooks, fakebook.config(down={"fail": True, "scale": 5}))
+    assert {rel: file_sha256(finished / rel) for rel in good} == good
+    assert (finished / "executed" / "down.ipynb").read_bytes() == good_nb
+    # the next good run replaces them and leaves nothing aside
+    assert statuses(run(finished, notebooks, fakebook.config(down={"scale": 5})))["down"] == "ran"
+    assert file_sha256(finished / "artifacts" / "down.parquet") != good["artifacts/down.parquet"]
+    assert "last_good" not in json.loads((finished / "run.json").read_text())["stages"]["down"]
+    assert not (finished / runner.LAST_GOOD_DIR).exists()
+    assert not (finished / "executed" / "down.failed.ipynb").exists()
+
+
+@pytest.mark.slow
+def test_executed_notebooks_follow_the_umask(tmp_path, notebooks):
+    old = os.umask(0o027)
+    try:
+        run(tmp_path / "run", notebooks, only=None)
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
 
 
 @pytest.mark.slow

@@ -3,21 +3,25 @@
 ``ctac-book example-site`` writes 200 made-up patients whose cohort table, scan manifest and DICOM
 headers carry hospital-like identifiers (record numbers, accession numbers, names, birth dates, the
 institution, the referring physician, study dates). The book is validated, run and built from them;
-then every file of the run directory and of the built book is searched for every identifier.
+then every file of the run directory and of the built book is searched for every identifier. One scan's
+label map has lost its heart, as a real site's can: the book must exclude that scan with its reason and
+analyse the other patients.
 """
 
 from __future__ import annotations
 
 import gzip
+import html as htmllib
 import json
 import re
 
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import SimpleITK as sitk
 import yaml
 
-from ctac_helpers import cli, example_site
+from ctac_helpers import cli, example_site, manifest
 from ctac_helpers.stages import STAGES
 
 pytestmark = pytest.mark.slow
@@ -25,6 +29,9 @@ pytestmark = pytest.mark.slow
 # A coarse grid (8 mm voxels) keeps 200 scans to a few minutes on two cores.
 SHAPE = (32, 64, 64)
 SPACING = (7.8, 7.8, 10.0)
+# The scan whose label map loses its heart (index into the example site's scans; no Agatston score or
+# pericardium mask of the site's own, so CAC and EAT both need the heart).
+HEARTLESS = 1
 
 
 def _texts(path) -> list[str]:
@@ -84,6 +91,17 @@ def test_the_search_finds_planted_identifiers(tmp_path):
     assert sorted(h[1] for h in hits) == ["MRN1234567", "SAINT FICTITIA HEART INSTITUTE", "zandervelt0001"]
 
 
+def remove_heart(path) -> None:
+    """Rewrite a label map without its heart (the voxels become background)."""
+    labels = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(labels)
+    assert (arr == manifest.structure_id("heart")).any()
+    arr[arr == manifest.structure_id("heart")] = 0
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(labels)
+    sitk.WriteImage(out, str(path), True)
+
+
 @pytest.fixture(scope="module")
 def site_book(tmp_path_factory):
     root = tmp_path_factory.mktemp("sitebook")
@@ -96,6 +114,7 @@ def site_book(tmp_path_factory):
     config = str(made.paths["config"])
     run_dir, out = root / "runs" / "mysite", root / "book"
     assert cli.main(["validate", "--config", config, "--run-dir", str(run_dir)]) == 0
+    remove_heart(made.paths["labels"] / f"scan{HEARTLESS + 1:04d}_labels.nii.gz")
     assert cli.main(["run", "-q", "--config", config, "--run-dir", str(run_dir)]) == 0
     assert cli.main(["build", "-q", "--config", config, "--run-dir", str(run_dir), "--out", str(out)]) == 0
     return made, run_dir, out
@@ -131,7 +150,8 @@ def test_ids_are_pseudonymised_consistently(site_book):
     assert scans["scan_id"].str.fullmatch(r"S-[0-9a-f]{16}").all()
     # the same key pseudonymises both tables: every scan finds its patient
     assert set(scans["patient_id"]) == set(cohort["patient_id"])
-    assert set(preds["patient_id"]) == set(cohort["patient_id"])
+    heartless = set(scans.loc[scans["status__heart"] == "absent", "patient_id"])
+    assert len(heartless) == 1 and set(preds["patient_id"]) == set(cohort["patient_id"]) - heartless
 
 
 def test_every_stage_ran_on_the_site_data(site_book):
@@ -141,11 +161,39 @@ def test_every_stage_ran_on_the_site_data(site_book):
     assert record["parameters"]["stages"]["models"]["features"] == "imaging"
     scans = pd.read_parquet(run_dir / "artifacts" / "scans.parquet")
     assert len(scans) == len(made.identifiers) and set(scans["dataset"]) == {"site"}
-    assert set(scans["segmentation_source"]) == {"precomputed"}
-    # mixed sources: every fourth scan's Agatston score came from the site's software
+    assert set(scans["segmentation_source"]) == {"precomputed"} and set(scans["status"]) == {"ok"}
+    # mixed sources: every fourth scan's Agatston score came from the site's software; one scan has no heart
     cac = pd.read_parquet(run_dir / "artifacts" / "cac_eat.parquet")
-    assert (cac["cac_source"] == "site").sum() == 50 and (cac["cac_source"] == "measured").sum() == 150
+    assert (cac["cac_source"] == "site").sum() == 50 and (cac["cac_source"] == "measured").sum() == 149
     feats = pd.read_parquet(run_dir / "artifacts" / "image_features.parquet")
-    assert len(feats) == len(made.identifiers) and any(c.startswith("ct__heart__") for c in feats.columns)
+    assert len(feats) == len(made.identifiers) - 1 and any(c.startswith("ct__heart__") for c in feats.columns)
     html = (out / "_build" / "html" / "notebooks" / "02_segmentation.html").read_text(encoding="utf-8")
     assert "site scans" in html and "pseudonymised" in html
+
+
+def test_a_scan_without_a_heart_is_excluded_with_its_reason(site_book):
+    """The heartless scan: excluded by chapter 3 with the reason no_heart, its patient counted out of the
+    patient flow of chapter 1 and left out of the models; the book is built on the other 199."""
+    made, run_dir, out = site_book
+    cac = pd.read_parquet(run_dir / "artifacts" / "cac_eat.parquet")
+    excluded = cac[cac["status"] == "excluded"]
+    assert excluded[["status", "reason"]].to_dict("records") == [{"status": "excluded", "reason": "no_heart"}]
+    assert excluded["cac_score"].isna().all() and (cac.loc[cac["status"] == "ok", "reason"] == "").all()
+    patient = excluded["patient_id"].iloc[0]
+    preds = pd.read_parquet(run_dir / "artifacts" / "predictions.parquet")
+    assert patient not in set(preds["patient_id"]) and preds["score"].notna().all()
+    flow = pd.read_csv(run_dir / "tables" / "supp_fig1.csv").set_index("step")
+    assert flow.loc["remaining", "book"] == 200 and flow.loc["incomplete_ctac", "book"] == 1
+    assert flow.loc["analysed", "book"] == 199 and flow.loc["incomplete_ctac", "note"] == "no_heart: 1"
+    table1 = pd.read_csv(run_dir / "tables" / "table1.csv")
+    assert table1.loc[(table1["variable"] == "n") & (table1["group"] == "all"), "n"].tolist() == [199]
+    html = out / "_build" / "html" / "notebooks"
+
+    def page(name):  # the page's text, as a reader sees it
+        return " ".join(htmllib.unescape(re.sub(r"<[^>]+>", "", (html / name).read_text(encoding="utf-8"))).split())
+
+    assert "left out because none of their scans could be measured: 1 no_heart (no heart" in page("01_cohort.html")
+    assert "199 scans measured, 1 excluded here" in page("03_cac_eat.html")
+    assert "Excluded: 1 no_heart" in page("03_cac_eat.html")
+    chapter5 = page("05_models.html")
+    assert "199 patients" in chapter5 and "left out, without measured CT features: 1 no_heart" in chapter5

@@ -54,7 +54,7 @@ def test_downstream_of():
     assert downstream_of("c", stages) == set()
     assert downstream_of("data") == {"cohort", "segmentation", "cac_eat", "radiomics", "models", "subgroups",
                                      "survival"}
-    assert downstream_of("segmentation") == {"cac_eat", "radiomics", "models", "subgroups", "survival"}
+    assert downstream_of("segmentation") == {"cac_eat", "radiomics", "cohort", "models", "subgroups", "survival"}
     assert downstream_of("models") == {"subgroups", "survival"}
 
 

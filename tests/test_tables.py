@@ -84,6 +84,17 @@ def test_patient_flow_and_headline(small_dataset):
     assert flow.loc[flow.step == "enrolled", "paper"].iloc[0] == 10983
     head = cohort.headline_numbers(small_dataset.cohort)
     assert head.loc[head.quantity == "Patients analysed", "book"].iloc[0] == 1500
+    assert flow["book"].notna().sum() == 1 and (flow["note"] == "").all()
+
+
+def test_patient_flow_counts_a_sites_exclusions():
+    exclusions = pd.DataFrame({"reason": ["no_heart", "unreadable"], "what": ["", ""], "n": [2, 1]})
+    flow = cohort.patient_flow(197, exclusions).set_index("step")
+    assert flow.loc["remaining", "book"] == 200 and flow.loc["incomplete_ctac", "book"] == 3
+    assert flow.loc["analysed", "book"] == 197 and flow.loc["incomplete_ctac", "note"] == "no_heart: 2, unreadable: 1"
+    assert np.isnan(flow.loc["enrolled", "book"])
+    none = cohort.patient_flow(200, exclusions.iloc[:0]).set_index("step")
+    assert none.loc["incomplete_ctac", "book"] == 0 and none.loc["incomplete_ctac", "note"] == ""
 
 
 def test_paper_display_prints_the_manifests_values_as_the_tables_do():
