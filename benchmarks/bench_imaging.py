@@ -20,7 +20,11 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from ctac_helpers import calcium, fat, manifest, phantom, radiomics
+from ctac_helpers.imaging import calcium
+from ctac_helpers.imaging import fat
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging import phantom
+from ctac_helpers.imaging import radiomics
 
 
 def _timed(fn, repeat: int = 1):

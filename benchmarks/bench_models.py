@@ -2,10 +2,10 @@
 
 Both procedures run on the same synthetic cohort and the same outer stratified folds:
 
-* the book's (:func:`ctac_helpers.models.cross_validate`): per outer fold one stratified 80/20
+* the book's (:func:`ctac_helpers.models.cv.cross_validate`): per outer fold one stratified 80/20
   split of the 90%, one early-stopped fit per (colsample_bytree, max_depth, min_child_weight)
   combination (8 fits; ``n_estimators`` is the cap), best validation AUC kept;
-* the authors' (:func:`ctac_helpers.models.authors_gridsearch`): per outer fold
+* the authors' (:func:`ctac_helpers.models.cv.authors_gridsearch`): per outer fold
   ``GridSearchCV(cv=5, scoring='roc_auc')`` over the 16 combinations without early stopping, then
   a refit on the 90% (81 fits of 1,000-2,000 trees).
 
@@ -30,7 +30,9 @@ import time
 
 import numpy as np
 
-from ctac_helpers import delong, models, synth
+from ctac_helpers.stats import delong
+from ctac_helpers.models import cv as models
+from ctac_helpers.cohort import synth
 
 logger = logging.getLogger("bench_models")
 

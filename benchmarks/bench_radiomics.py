@@ -3,8 +3,8 @@
 Builds a CTAC-sized labelled volume (by default 512 x 512 x 80 voxels of 0.98 x 0.98 x 3 mm, about
 35 TotalSegmentator structures: five lung lobes, heart, aorta, airways, liver, spleen, stomach,
 thoracic vertebrae, ribs, ...) from noisy ellipsoids, cylinders and rib arcs, times
-:func:`ctac_helpers.radiomics.structure_features` and the reference
-:func:`ctac_helpers.radiomics.pyradiomics_features` on it, and checks that both give the same values.
+:func:`ctac_helpers.imaging.radiomics.structure_features` and the reference
+:func:`ctac_helpers.imaging.radiomics.pyradiomics_features` on it, and checks that both give the same values.
 
 Run ``python benchmarks/bench_radiomics.py`` (``--help`` for the size options). It prints wall
 seconds per scan for both, their ratio and the largest relative difference over all features and
@@ -21,8 +21,8 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from ctac_helpers import manifest
-from ctac_helpers.radiomics import pyradiomics_features, structure_features
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging.radiomics import pyradiomics_features, structure_features
 
 logger = logging.getLogger("bench_radiomics")
 

@@ -2,7 +2,8 @@ import functools
 
 import pytest
 
-from ctac_helpers import cli, synth
+from ctac_helpers.pipeline import cli
+from ctac_helpers.cohort import synth
 
 
 @functools.lru_cache(maxsize=None)

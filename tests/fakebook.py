@@ -13,7 +13,7 @@ import nbformat
 import yaml
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from ctac_helpers.stages import Stage
+from ctac_helpers.core.stages import Stage
 
 STAGES = (
     Stage(name="up", notebook="up.ipynb", artifacts=("up",)),
@@ -25,19 +25,19 @@ STAGES = (
 NOTEBOOKS = {
     "up.ipynb": (
         'run_dir: str = "runs/x"  # run directory\nseed: int = 1  # global seed\nn: int = 3  # rows',
-        "import pandas as pd\nfrom ctac_helpers.rundir import RunDir\n\nrd = RunDir(run_dir)\n"
+        "import pandas as pd\nfrom ctac_helpers.core.rundir import RunDir\n\nrd = RunDir(run_dir)\n"
         'rd.write_artifact("up", pd.DataFrame({"x": range(n), "seed": seed}))',
     ),
     "down.ipynb": (
         'run_dir: str = "runs/x"  # run directory\nscale: int = 1  # multiplier\n'
         "fail: bool = False  # raise on purpose\nskip_table: bool = False  # forget an output",
-        "from ctac_helpers.rundir import RunDir\n\nrd = RunDir(run_dir)\ndf = rd.read_artifact(\"up\")\n"
+        "from ctac_helpers.core.rundir import RunDir\n\nrd = RunDir(run_dir)\ndf = rd.read_artifact(\"up\")\n"
         "df[\"y\"] = df[\"x\"] * scale\nrd.write_artifact(\"down\", df)\n"
         "if fail:\n    raise ValueError(\"boom from down\")\nif not skip_table:\n    rd.write_table(\"down\", df)",
     ),
     "report.ipynb": (
         'run_dir: str = "runs/x"  # run directory',
-        "from ctac_helpers.rundir import RunDir\n\nrd = RunDir(run_dir)\n"
+        "from ctac_helpers.core.rundir import RunDir\n\nrd = RunDir(run_dir)\n"
         'rd.write_table("report", rd.read_artifact("down").describe().reset_index())',
     ),
 }

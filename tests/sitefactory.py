@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from ctac_helpers import config as config_mod
-from ctac_helpers import manifest, site
+from ctac_helpers.pipeline import config as config_mod
+from ctac_helpers.core import manifest
+from ctac_helpers.pipeline import site
 
 N_PATIENTS = 10
 SHAPE = (10, 16, 16)  # z, y, x

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ctac_helpers import batch
+from ctac_helpers.pipeline import batch
 
 
 def square(item):
@@ -99,7 +99,7 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path):
 
 SCRIPT = textwrap.dedent("""
     import sys, time
-    from ctac_helpers import batch
+    from ctac_helpers.pipeline import batch
 
     def slow(item):
         time.sleep(0.3)

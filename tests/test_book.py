@@ -9,7 +9,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 import fakebook
-from ctac_helpers import book
+from ctac_helpers.publish import book
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ctac_helpers import bootstrap, delong
+from ctac_helpers.stats import bootstrap
+from ctac_helpers.stats import delong
 
 
 def _data(n, seed, prevalence=0.2, effects=(0.5, 1.0, 1.5), decimals=1):
@@ -130,7 +131,7 @@ def test_unstratified_drops_single_class_resamples(caplog):
     reps = bootstrap.bootstrap_auc_replicates(y, {"s": s}, 200, seed=0, stratified=False)
     n_nan = int(reps["s"].isna().sum())
     assert 0 < n_nan < 50
-    with caplog.at_level("WARNING", logger="ctac_helpers.bootstrap"):
+    with caplog.at_level("WARNING", logger="ctac_helpers.stats.bootstrap"):
         df = bootstrap.bootstrap_auc(y, {"s": s}, 200, seed=0, stratified=False)
     assert df["n_resamples"][0] == 200 - n_nan
     assert "single class" in caplog.text

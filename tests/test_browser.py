@@ -1,4 +1,4 @@
-"""The browser check of the built book (ctac_helpers.browser): headless Chromium on hand-made pages with
+"""The browser check of the built book (ctac_helpers.publish.browser): headless Chromium on hand-made pages with
 known faults. The quick book itself is checked in test_end_to_end.py, which builds it.
 
 Chromium and chromedriver come from Debian (`make browser`, which `make test` runs); without them these
@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from ctac_helpers import browser, cli
+from ctac_helpers.publish import browser
+from ctac_helpers.pipeline import cli
 
 ICON = '<link rel="icon" href="data:,">'  # so that the browser does not ask for /favicon.ico
 

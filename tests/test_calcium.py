@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ctac_helpers import calcium, manifest, phantom, synth
+from ctac_helpers.imaging import calcium
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging import phantom
+from ctac_helpers.cohort import synth
 
 SP = (1.0, 1.0, 3.0)  # 1 mm^2 pixels, 3 mm slices: area = pixel count, no thickness scaling
 

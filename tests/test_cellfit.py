@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ctac_helpers.cellfit import ContinuousModel, Target, allocate_counts, ipf_sex_death
+from ctac_helpers.cohort.cellfit import ContinuousModel, Target, allocate_counts, ipf_sex_death
 
 
 def test_ipf_reproduces_both_margins():

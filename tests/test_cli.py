@@ -4,7 +4,11 @@ import os
 import pytest
 
 import fakebook
-from ctac_helpers import cli, config, rundir, runner, stages
+from ctac_helpers.pipeline import cli
+from ctac_helpers.pipeline import config
+from ctac_helpers.core import rundir
+from ctac_helpers.pipeline import runner
+from ctac_helpers.core import stages
 
 
 @pytest.fixture

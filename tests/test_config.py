@@ -1,7 +1,7 @@
 import pytest
 
-from ctac_helpers.config import deep_merge, list_profiles, load_config, stage_parameters
-from ctac_helpers.stages import get_stage
+from ctac_helpers.pipeline.config import deep_merge, list_profiles, load_config, stage_parameters
+from ctac_helpers.core.stages import get_stage
 
 
 def write(tmp_path, text, name="my.yaml"):

@@ -5,7 +5,7 @@ import pytest
 from scipy import special, stats
 from sklearn.metrics import roc_auc_score
 
-from ctac_helpers import delong
+from ctac_helpers.stats import delong
 
 
 def _naive_delong(y, scores):
@@ -289,7 +289,7 @@ def test_p_value_underflow_is_zero_and_logged(caplog):
     y = np.tile([0, 1], 20000)
     perfect = y + rng.random(y.size) * 0.5
     noise = rng.random(y.size)
-    with caplog.at_level("INFO", logger="ctac_helpers.delong"):
+    with caplog.at_level("INFO", logger="ctac_helpers.stats.delong"):
         r = delong.delong_test(y, perfect, noise)
     assert r.z > 40 and r.p_value == 0.0
     expected = (math.log(2) + stats.norm.logsf(r.z)) / math.log(10)  # about -2000

@@ -14,9 +14,10 @@ import shutil
 import pandas as pd
 import pytest
 
-from ctac_helpers import cli, runner
-from ctac_helpers.rundir import file_sha256
-from ctac_helpers.stages import STAGES
+from ctac_helpers.pipeline import cli
+from ctac_helpers.pipeline import runner
+from ctac_helpers.core.rundir import file_sha256
+from ctac_helpers.core.stages import STAGES
 
 # Every stage, on a small cohort: 3 phantoms, no real CT samples (the imaging chapters skip them),
 # 3 folds and short bootstraps. About a minute per run on two cores.
@@ -186,7 +187,7 @@ def test_compare_command_exit_codes(tmp_path, capsys):
 
 
 def test_scan_table_paths_are_relative_to_the_run_directory(tmp_path):
-    from ctac_helpers import imaging
+    from ctac_helpers.imaging import scans as imaging
 
     root = tmp_path.resolve() / "run"
     inside = root / "work" / "images" / "s1"

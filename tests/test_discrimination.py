@@ -2,7 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctac_helpers import delong, discrimination as disc
+from ctac_helpers.stats import delong
+from ctac_helpers.results import discrimination as disc
 
 
 @pytest.fixture(scope="module")

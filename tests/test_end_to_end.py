@@ -5,8 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from ctac_helpers import browser, cli
-from ctac_helpers.stages import STAGES
+from ctac_helpers.publish import browser
+from ctac_helpers.pipeline import cli
+from ctac_helpers.core.stages import STAGES
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Tests of ctac_helpers.explorer: the patient record, its figure and the live widget's callbacks.
+"""Tests of ctac_helpers.publish.explorer: the patient record, its figure and the live widget's callbacks.
 
 Three patients: P1 has a tiny CT with a label map (heart, aorta, a lung lobe) and died; P2 and P3
 have no scan. The widget is driven as a user would (setting the widgets' values fires the
@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-from ctac_helpers import explorer as ex  # noqa: E402
-from ctac_helpers import manifest  # noqa: E402
+from ctac_helpers.publish import explorer as ex  # noqa: E402
+from ctac_helpers.core import manifest  # noqa: E402
 
 HEART, AORTA, LUNG = (manifest.structure_id(s) for s in ("heart", "aorta", "lung_upper_lobe_left"))
 SHAPE = (8, 12, 10)  # z, y, x

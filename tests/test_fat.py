@@ -7,7 +7,10 @@ import pytest
 import SimpleITK as sitk
 from scipy import special
 
-from ctac_helpers import fat, grid, manifest, phantom
+from ctac_helpers.imaging import fat
+from ctac_helpers.imaging import grid
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging import phantom
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = Path(os.environ.get("CTAC_CT_SAMPLES", ROOT.parent / "shared" / "ct-samples")) / "chest-cta-pulmonary"

@@ -1,4 +1,4 @@
-"""Numbered figures and tables with download links (ctac_helpers.figures), and the chapters that use them."""
+"""Numbered figures and tables with download links (ctac_helpers.publish.figures), and the chapters that use them."""
 
 import re
 import shutil
@@ -15,9 +15,11 @@ import pytest  # noqa: E402
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output  # noqa: E402
 
 import fakebook  # noqa: E402
-from ctac_helpers import book, figures, tables  # noqa: E402
-from ctac_helpers.rundir import RunDir  # noqa: E402
-from ctac_helpers.stages import STAGES  # noqa: E402
+from ctac_helpers.publish import book
+from ctac_helpers.publish import figures
+from ctac_helpers.cohort import tables  # noqa: E402
+from ctac_helpers.core.rundir import RunDir  # noqa: E402
+from ctac_helpers.core.stages import STAGES  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 #: Every chapter has the book's chapter shape (figures.show_figure/show_table, a Prerequisites box).

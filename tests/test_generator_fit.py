@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ctac_helpers import generator_fit as gf
-from ctac_helpers import manifest, synth
+from ctac_helpers.pipeline import calibrate as gf
+from ctac_helpers.core import manifest
+from ctac_helpers.cohort import synth
 
 
 def test_fit_targets_come_from_paper_values():

@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from ctac_helpers import batch, imaging, manifest, phantom
+from ctac_helpers.pipeline import batch
+from ctac_helpers.imaging import scans as imaging
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging import phantom
 
 SHAPE, SPACING = (40, 128, 128), (3.5, 3.5, 7.0)
 

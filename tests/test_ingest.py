@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from ctac_helpers import ingest
-from ctac_helpers.validate import ValidationError
+from ctac_helpers.imaging import ingest
+from ctac_helpers.cohort.validate import ValidationError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ct-samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"real CT samples not found at {SAMPLES}")

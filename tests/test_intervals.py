@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctac_helpers import delong
-from ctac_helpers import intervals as iv
+from ctac_helpers.stats import delong
+from ctac_helpers.publish import intervals as iv
 
 # 2,620 patients: a quarter of the paper's 10,480, so the run's widths scale by 1/2 to the paper's size
 N = 2620

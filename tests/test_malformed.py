@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 import sitefactory as sf
-from ctac_helpers import site
-from ctac_helpers.validate import ValidationError
+from ctac_helpers.pipeline import site
+from ctac_helpers.cohort.validate import ValidationError
 
 CASES = {}
 WRITTEN = "written"  # returned by the cases that write the tables themselves

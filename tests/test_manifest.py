@@ -1,6 +1,6 @@
 import pytest
 
-from ctac_helpers import manifest
+from ctac_helpers.core import manifest
 
 
 def test_class_map_is_totalsegmentator_v2_total():

@@ -1,4 +1,4 @@
-"""Tests of ctac_helpers.models: feature sets, cross-validation, importance and SHAP.
+"""Tests of ctac_helpers.models.cv: feature sets, cross-validation, importance and SHAP.
 
 Small on purpose: a few hundred synthetic patients, tiny grids and few trees (the paper-scale run
 is measured by benchmarks/bench_models.py, not here).
@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from ctac_helpers import manifest, models, synth
+from ctac_helpers.core import manifest
+from ctac_helpers.models import cv as models
+from ctac_helpers.cohort import synth
 
 SEED = 11
 # Few, shallow, fast-learning trees: the tests check the procedure, not the model.

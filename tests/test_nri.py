@@ -1,4 +1,4 @@
-"""Tests of ctac_helpers.nri: time-dependent (Kaplan-Meier) NRI, plain NRI and its bootstrap."""
+"""Tests of ctac_helpers.stats.nri: time-dependent (Kaplan-Meier) NRI, plain NRI and its bootstrap."""
 
 import logging
 import math
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ctac_helpers import nri
+from ctac_helpers.stats import nri
 
 # --- the 10-patient toy, horizon t0 = 2 ------------------------------------------------------
 # id   time  event  old  new   move
@@ -336,7 +336,7 @@ def test_bootstrap_drops_resamples_without_events(caplog):
     e = np.r_[1, np.zeros(19, int)]
     old = np.r_[0, np.zeros(19, int)]
     new = np.r_[1, np.zeros(10, int), np.ones(9, int)]
-    with caplog.at_level(logging.WARNING, logger="ctac_helpers.nri"):
+    with caplog.at_level(logging.WARNING, logger="ctac_helpers.stats.nri"):
         out = nri.bootstrap_nri(t, e, old, new, 2.0, 200, seed=0)
     used = int(out["n_resamples"].iloc[0])
     assert 30 < 200 - used < 120

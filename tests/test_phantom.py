@@ -7,7 +7,9 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from ctac_helpers import manifest, phantom, synth
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging import phantom
+from ctac_helpers.cohort import synth
 
 SMALL = dict(shape=(40, 192, 192), spacing=(2.0, 2.0, 5.0))
 EXPECTED = ("heart", "aorta", "esophagus", "trachea", "spinal_cord", "sternum", "autochthon_left",

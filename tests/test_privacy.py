@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctac_helpers import privacy
+from ctac_helpers.cohort import privacy
 
 KEY = b"0123456789abcdef0123456789abcdef"
 

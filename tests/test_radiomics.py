@@ -1,4 +1,4 @@
-"""ctac_helpers.radiomics: the one-pass features equal PyRadiomics' own, on real and synthetic scans."""
+"""ctac_helpers.imaging.radiomics: the one-pass features equal PyRadiomics' own, on real and synthetic scans."""
 
 from pathlib import Path
 
@@ -8,8 +8,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ctac_helpers import manifest
-from ctac_helpers import radiomics as rad
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging import radiomics as rad
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "ct-samples"
 # PyRadiomics sums mesh areas triangle by triangle, we sum them per cell configuration: the only

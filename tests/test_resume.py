@@ -21,8 +21,8 @@ import pandas as pd
 import psutil
 import pytest
 
-from ctac_helpers.rundir import file_sha256
-from ctac_helpers.stages import STAGES, execution_order
+from ctac_helpers.core.rundir import file_sha256
+from ctac_helpers.core.stages import STAGES, execution_order
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +51,7 @@ EARLIER = ["data", "segmentation", "cac_eat", "radiomics", "cohort"]  # in execu
 
 # -- helpers ---------------------------------------------------------------------------------------
 def _start(config: Path, run_dir: Path, log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-c", "import sys; from ctac_helpers.cli import main; sys.exit(main())",
+    cmd = [sys.executable, "-c", "import sys; from ctac_helpers.pipeline.cli import main; sys.exit(main())",
            "run", "--config", str(config), "--run-dir", str(run_dir)]
     with open(log, "wb") as out:  # the child keeps its own descriptor
         return subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -204,7 +204,7 @@ def check_integrity(run_dir: Path) -> tuple[dict, list[Path]]:
 
 
 def _status(config: Path, run_dir: Path) -> dict[str, str]:
-    out = subprocess.run([sys.executable, "-c", "import sys; from ctac_helpers.cli import main; sys.exit(main())",
+    out = subprocess.run([sys.executable, "-c", "import sys; from ctac_helpers.pipeline.cli import main; sys.exit(main())",
                           "status", "--config", str(config), "--run-dir", str(run_dir)],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -311,7 +311,7 @@ def test_kill_in_models_leaves_nothing_half_written(killed_in_models):
     assert all(status[name].startswith("up to date") for name in EARLIER), status
     assert status["models"].startswith("stale") and "did not finish" in status["models"]
     # a stage after the killed one cannot be run on its own: its input may come from an unfinished run
-    out = subprocess.run([sys.executable, "-c", "import sys; from ctac_helpers.cli import main; sys.exit(main())",
+    out = subprocess.run([sys.executable, "-c", "import sys; from ctac_helpers.pipeline.cli import main; sys.exit(main())",
                           "run", "--config", str(k["config"]), "--run-dir", str(run_dir), "--only", "subgroups"],
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "'models', has not run successfully" in out.stderr, out.stderr

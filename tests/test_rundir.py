@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctac_helpers import rundir
-from ctac_helpers.rundir import (
+from ctac_helpers.core import rundir
+from ctac_helpers.core.rundir import (
     SUBDIRS, RunDir, RunDirNotWritable, atomic_path, atomic_write_json, atomic_write_text, current_umask, file_sha256,
     require_writable, table_to_csv_text,
 )

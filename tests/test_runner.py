@@ -9,9 +9,9 @@ import time
 import pytest
 
 import fakebook
-from ctac_helpers import runner
-from ctac_helpers.rundir import file_sha256
-from ctac_helpers.validate import ValidationError
+from ctac_helpers.pipeline import runner
+from ctac_helpers.core.rundir import file_sha256
+from ctac_helpers.cohort.validate import ValidationError
 
 STAGES = fakebook.STAGES
 REAL_CODE_HASH = runner.code_hash  # taken before the autouse fixture replaces it

@@ -7,8 +7,8 @@ import shutil
 import pandas as pd
 import pytest
 
-from ctac_helpers import manifest
-from ctac_helpers import scorecard as sc
+from ctac_helpers.core import manifest
+from ctac_helpers.publish import scorecard as sc
 
 TOL = sc.scorecard_tolerances()
 PAPER = manifest.paper_values()

@@ -1,4 +1,4 @@
-"""Segmentation backends and structure presence (ctac_helpers.segment).
+"""Segmentation backends and structure presence (ctac_helpers.imaging.segment).
 
 The TotalSegmentator adapter is tested offline on stand-in models (tests/tiny_nnunet.py) with the
 real dataset ids, folder layout, trainers and label sets, and compared voxel for voxel with
@@ -20,7 +20,8 @@ import pandas as pd
 import pytest
 import SimpleITK as sitk
 
-from ctac_helpers import manifest, segment
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging import segment
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_nnunet  # noqa: E402

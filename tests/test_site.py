@@ -11,8 +11,13 @@ import pytest
 import SimpleITK as sitk
 
 import sitefactory as sf
-from ctac_helpers import cli, config, ingest, manifest, runner, site
-from ctac_helpers.validate import ValidationError, read_table, validate_cohort
+from ctac_helpers.pipeline import cli
+from ctac_helpers.pipeline import config
+from ctac_helpers.imaging import ingest
+from ctac_helpers.core import manifest
+from ctac_helpers.pipeline import runner
+from ctac_helpers.pipeline import site
+from ctac_helpers.cohort.validate import ValidationError, read_table, validate_cohort
 
 
 # -- init_site ------------------------------------------------------------------------------------

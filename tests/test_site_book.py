@@ -21,8 +21,10 @@ import pytest
 import SimpleITK as sitk
 import yaml
 
-from ctac_helpers import cli, example_site, manifest
-from ctac_helpers.stages import STAGES
+from ctac_helpers.pipeline import cli
+from ctac_helpers.pipeline import example_site
+from ctac_helpers.core import manifest
+from ctac_helpers.core.stages import STAGES
 
 pytestmark = pytest.mark.slow
 

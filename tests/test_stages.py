@@ -1,6 +1,6 @@
 import pytest
 
-from ctac_helpers.stages import STAGES, Stage, downstream_of, execution_order, get_stage, stage_names
+from ctac_helpers.core.stages import STAGES, Stage, downstream_of, execution_order, get_stage, stage_names
 
 
 def names(stages):
@@ -64,7 +64,7 @@ def test_output_relpaths():
 
 
 def test_every_registered_notebook_exists():
-    from ctac_helpers.runner import NOTEBOOKS_DIR
+    from ctac_helpers.pipeline.runner import NOTEBOOKS_DIR
 
     for stage in STAGES:
         assert (NOTEBOOKS_DIR / stage.notebook).is_file(), stage.notebook

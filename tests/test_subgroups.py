@@ -1,4 +1,4 @@
-"""Tests of ctac_helpers.subgroups: subgroup masks, per-subgroup AUCs and per-site AUCs vs a reference."""
+"""Tests of ctac_helpers.results.subgroups: subgroup masks, per-subgroup AUCs and per-site AUCs vs a reference."""
 
 import logging
 
@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ctac_helpers import delong, synth
-from ctac_helpers import subgroups as sg
+from ctac_helpers.stats import delong
+from ctac_helpers.cohort import synth
+from ctac_helpers.results import subgroups as sg
 
 # --- a hand-made 8-patient cohort -----------------------------------------------------------
 #  idx  sex     age   race    site
@@ -196,7 +197,7 @@ def test_performance_by_group_against_sklearn_and_delong(data, caplog):
     cohort, y, score = data
     # A pandas Series with a shuffled index: used by position, not aligned.
     site = pd.Series(cohort["site"].to_numpy(), index=np.random.default_rng(0).permutation(len(cohort)))
-    with caplog.at_level(logging.INFO, logger="ctac_helpers.subgroups"):
+    with caplog.at_level(logging.INFO, logger="ctac_helpers.results.subgroups"):
         out = sg.performance_by_group(y, score, site, "Yale")
     n_missing = int(cohort["site"].isna().sum())
     assert n_missing > 0 and f"{n_missing} patient(s) with a missing level left out" in caplog.text
@@ -254,7 +255,7 @@ def test_performance_by_group_errors(data):
 
 
 def test_beside_paper_reads_the_papers_supp_fig3_values():
-    from ctac_helpers import manifest
+    from ctac_helpers.core import manifest
     table = pd.DataFrame({"comparison": ["sex", "sex", "age", "age", "race", "race", "site"],
                           "subgroup": ["male", "female", "<65", ">=65", "black", "white", "Yale"]})
     out = sg.beside_paper(table, manifest.paper_entry("supp_fig3"))

@@ -2,9 +2,10 @@
 
 import pandas as pd
 
-from ctac_helpers import manifest, segment
-from ctac_helpers import scorecard as sc
-from ctac_helpers import summaries
+from ctac_helpers.core import manifest
+from ctac_helpers.imaging import segment
+from ctac_helpers.publish import scorecard as sc
+from ctac_helpers.publish import summaries
 
 
 def _rows(*rows):

@@ -7,7 +7,7 @@ import pytest
 from lifelines import CoxPHFitter
 from scipy import stats
 
-from ctac_helpers import survival as sv
+from ctac_helpers.stats import survival as sv
 
 Z95 = stats.norm.ppf(0.975)
 
@@ -176,7 +176,7 @@ def test_logrank_p_underflow_is_logged(caplog):
     t = np.r_[np.arange(1.0, n + 1), np.full(n, n + 10.0)]
     e = np.r_[np.ones(n), np.zeros(n)]
     g = np.r_[np.full(n, "A"), np.full(n, "B")]
-    with caplog.at_level(logging.INFO, logger="ctac_helpers.survival"):
+    with caplog.at_level(logging.INFO, logger="ctac_helpers.stats.survival"):
         res = sv.logrank(t, e, g)
     assert res.statistic > 2000 and res.p_value == 0.0
     assert "underflows" in caplog.text
@@ -381,7 +381,7 @@ def test_adjusted_hr_by_subgroup(caplog):
     female = df["male"] == 0  # a Series aligned on the (non-default) index
     subgroups = {"all": np.ones(len(df), bool), "male": "male", "female": female,
                  "older": (df["age"] >= 65).to_numpy()}
-    with caplog.at_level(logging.INFO, logger="ctac_helpers.survival"):
+    with caplog.at_level(logging.INFO, logger="ctac_helpers.stats.survival"):
         out = sv.adjusted_hr_by_subgroup(df, "ai_high", subgroups, ["age", "male"])
     assert list(out.columns) == ["subgroup", "n", "events", "hr", "ci_low", "ci_high", "p", "dropped", "note"]
     assert (out["note"] == "").all()
@@ -421,7 +421,7 @@ def test_adjusted_hr_by_subgroup_rejects_exposure_among_adjusters():
 def test_adjusted_hr_by_subgroup_reports_a_failed_subgroup_instead_of_raising(caplog):
     df = _exposure_cohort(600, seed=5)
     subgroups = {"all": np.ones(len(df), bool), "exposed": "ai_high"}
-    with caplog.at_level(logging.WARNING, logger="ctac_helpers.survival"):
+    with caplog.at_level(logging.WARNING, logger="ctac_helpers.stats.survival"):
         out = sv.adjusted_hr_by_subgroup(df, "ai_high", subgroups, ["age"], on_failure="report")
     ok, failed = out.iloc[0], out.iloc[1]
     assert np.isfinite(ok["hr"]) and ok["note"] == ""
@@ -482,7 +482,7 @@ def test_risk_covariates_encodes_the_papers_cut_points():
 
 
 def test_cox_adjusters_are_the_papers():
-    from ctac_helpers import manifest
+    from ctac_helpers.core import manifest
     paper = manifest.paper_entry("supp_fig4")["adjusted_for"]
     assert [("male" if a == "sex" else a) for a in paper] == list(sv.COX_ADJUSTERS)
 

@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctac_helpers import calibration, manifest, synth
+from ctac_helpers.cohort import fit_report as calibration
+from ctac_helpers.core import manifest
+from ctac_helpers.cohort import synth
 
 
 def test_full_scale_cohort_meets_the_calibration_target(full_cohort):

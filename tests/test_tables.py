@@ -2,7 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctac_helpers import calibration, cohort, tables
+from ctac_helpers.cohort import fit_report as calibration
+from ctac_helpers.cohort import flow as cohort
+from ctac_helpers.cohort import tables
 
 
 def test_mann_whitney_matches_r():
@@ -98,7 +100,7 @@ def test_patient_flow_counts_a_sites_exclusions():
 
 
 def test_paper_display_prints_the_manifests_values_as_the_tables_do():
-    from ctac_helpers.tables import paper_display
+    from ctac_helpers.cohort.tables import paper_display
     assert paper_display("table1", "age", "all") == "65 (57, 73)"
     assert paper_display("table1", "n", "male") == "5745 (54.8)"
     assert paper_display("table1", "n", "all") == "10480"

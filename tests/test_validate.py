@@ -5,8 +5,14 @@ import numpy as np
 import papermill
 import pytest
 
-from ctac_helpers import config, manifest, models, runner, segment, stages, validate
-from ctac_helpers.validate import ValidationError, require_valid_cohort, validate_cohort
+from ctac_helpers.pipeline import config
+from ctac_helpers.core import manifest
+from ctac_helpers.models import cv as models
+from ctac_helpers.pipeline import runner
+from ctac_helpers.imaging import segment
+from ctac_helpers.core import stages
+from ctac_helpers.cohort import validate
+from ctac_helpers.cohort.validate import ValidationError, require_valid_cohort, validate_cohort
 
 
 @pytest.fixture()

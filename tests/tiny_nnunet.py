@@ -1,7 +1,7 @@
 """Build tiny but valid nnU-Net v2 trained-model folders laid out like TotalSegmentator's weights.
 
 TotalSegmentator's weights cannot be downloaded on the test machines, so the adapter in
-:mod:`ctac_helpers.segment` is tested on stand-in models with the same folder layout, the same
+:mod:`ctac_helpers.imaging.segment` is tested on stand-in models with the same folder layout, the same
 dataset ids, trainers and label sets as the real ones, but a network with a few thousand random
 weights::
 
