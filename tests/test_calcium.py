@@ -110,18 +110,6 @@ def test_region_restricts_scoring():
         calcium.agatston(ct, SP, region=region[:3])
 
 
-@pytest.mark.parametrize("score, category", [(0, "0"), (0.5, "1-100"), (1, "1-100"), (100, "1-100"),
-                                             (100.1, "101-400"), (400, "101-400"), (400.5, ">400"), (5000, ">400")])
-def test_category_boundaries(score, category):
-    assert calcium.cac_category(score) == category
-    assert str(synth.cac_category(score)) == category
-
-
-def test_category_of_arrays():
-    out = calcium.cac_category(np.array([0, 50, 150, 900]))
-    assert out.tolist() == ["0", "1-100", "101-400", ">400"]
-
-
 # -- phantoms ----------------------------------------------------------------------------------
 SMALL = dict(shape=(40, 192, 192), spacing=(2.0, 2.0, 5.0))
 PROTOCOLS = sorted(synth.PROTOCOL_NOISE_HU.items())

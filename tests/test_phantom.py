@@ -211,7 +211,3 @@ def test_write_phantom_roundtrip(tmp_path):
     with pytest.raises(FileNotFoundError, match="truth"):
         phantom.read_truth(tmp_path / "out", stem="other")
 
-
-def test_synth_reexports_the_phantom_entry_points():
-    assert synth.ctac_phantom is phantom.ctac_phantom
-    assert synth.phantom_cohort is phantom.phantom_cohort

@@ -4,6 +4,7 @@ import pytest
 
 from ctac_helpers.cohort import fit_report as calibration
 from ctac_helpers.core import manifest
+from ctac_helpers import definitions
 from ctac_helpers.cohort import synth
 
 
@@ -106,7 +107,7 @@ def test_radiomics_from_parameters_is_internally_consistent():
 
 def test_perfusion_and_cac_categories():
     assert synth.perfusion_status([4.99, 5.0]).tolist() == ["normal", "abnormal"]
-    assert synth.cac_category([0, 0.5, 100, 100.1, 400, 401]).tolist() == ["0", "1-100", "1-100", "101-400", "101-400", ">400"]
+    assert definitions.cac_category([0, 0.5, 100, 100.1, 400, 401]).tolist() == ["0", "1-100", "1-100", "101-400", "101-400", ">400"]
 
 
 # -- the death components and the structural constants ---------------------------------------------

@@ -3,7 +3,7 @@
 from ctac_helpers import lazy_exports
 
 _MODULES = ["synth", "cellfit", "fit_report", "flow", "tables", "validate", "privacy"]
-_NAMES = {"synthetic_dataset": "synth", "ValidationError": "validate", "format_p": "tables", "mann_whitney_p": "tables",
+_NAMES = {"synthetic_dataset": "synth", "ValidationError": "validate", "mann_whitney_p": "tables",
           "ordinal": "tables"}
 __all__ = [*_MODULES, *_NAMES]
 __getattr__, __dir__ = lazy_exports(__name__, _MODULES, _NAMES)

@@ -59,6 +59,7 @@ import pandas as pd
 from scipy import special
 
 from ctac_helpers.core import manifest
+from ctac_helpers.definitions import TPD_ABNORMAL
 from ctac_helpers.cohort.cellfit import CELLS, ContinuousModel, Target, allocate_counts, ipf_sex_death
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ BINARY = ("hypertension", "diabetes", "dyslipidemia", "smoking", "family_history
 PVD_BY_SEX = (0.07, 0.05)
 PVD_BY_DEATH = (0.0561, 0.12)
 ECG_LEVELS = ("negative", "positive", "equivocal", "nondiagnostic", "borderline")
-PERFUSION_THRESHOLD = 5.0  # stress TPD (%) below which perfusion is normal
+PERFUSION_THRESHOLD = TPD_ABNORMAL  # stress TPD (%) below which perfusion is normal
 
 
 #: The death components (see the module documentation, step 3).
@@ -955,10 +956,3 @@ def synthetic_dataset(n_patients: int = PAPER_N, seed: int = 20240101,
 def perfusion_status(tpd) -> np.ndarray:
     """``'normal'`` where stress TPD < 5%, else ``'abnormal'`` (the paper's definition)."""
     return np.where(np.asarray(tpd, float) < PERFUSION_THRESHOLD, "normal", "abnormal")
-
-
-def cac_category(cac) -> np.ndarray:
-    """The four CAC categories: 0, 1-100, 101-400, >400 (Agatston)."""
-    cac = np.asarray(cac, float)
-    return np.select([cac <= 0, cac <= 100, cac <= 400], ["0", "1-100", "101-400"], ">400")
-from ctac_helpers.imaging.phantom import ctac_phantom, phantom_cohort  # noqa: E305,E402,F401

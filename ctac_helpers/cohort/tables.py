@@ -13,7 +13,8 @@ import pandas as pd
 from scipy import stats
 
 from ctac_helpers.core import manifest
-from ctac_helpers.cohort.synth import cac_category, perfusion_status
+from ctac_helpers.cohort.synth import perfusion_status
+from ctac_helpers.definitions import P_FLOOR, cac_category, format_p  # noqa: F401 (format_p, P_FLOOR: public here too)
 
 TIDY_COLUMNS = ["table", "variable", "label", "level", "group", "n_group", "n", "percent", "median", "q1",
                 "q3", "p_value", "test", "display"]
@@ -33,32 +34,6 @@ def add_derived_columns(cohort: pd.DataFrame) -> pd.DataFrame:
     df["cac_category"] = cac_category(df["cac_score"])
     df["death_group"] = np.where(df["death"] == 1, "death", "alive")
     return df
-
-
-#: Below this a p-value prints as ``< 1e-300`` rather than ``<0.001``: it is then near or past the end of
-#: double precision (subnormal below about 2.2e-308, 0 below about 5e-324), where its digits mean
-#: nothing, and a p-value that underflowed to 0 must not pass for an ordinary small one.
-P_FLOOR = 1e-300
-
-
-def format_p(p: float) -> str:
-    """p-values as the paper prints them: ``<0.001`` or three decimals; ``< 1e-300`` below :data:`P_FLOOR`.
-
-    Parameters
-    ----------
-    p : float or None
-        A p-value; 0 (an underflow) and subnormal values print as ``< 1e-300``.
-
-    Returns
-    -------
-    str
-        ``"< 1e-300"``, ``"<0.001"``, ``"0.020"``..., or ``""`` for a missing or non-finite value.
-    """
-    if p is None or not np.isfinite(p):
-        return ""
-    if p < P_FLOOR:
-        return "< 1e-300"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def mann_whitney_p(a, b) -> float:

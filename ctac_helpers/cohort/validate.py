@@ -118,7 +118,7 @@ def show(value) -> str:
     return repr(value)
 
 
-def _report(problems, file, column, mask, values, expected, severity="error", rows=None, hints=None):
+def report_problems(problems, file, column, mask, values, expected, severity="error", rows=None, hints=None):
     """Append one problem per row where ``mask`` is set (at most ``_MAX_PER_COLUMN``, then a count).
 
     ``values`` and ``mask`` are positional (data row ``i``); ``rows`` maps ``i`` to its spreadsheet
@@ -499,7 +499,7 @@ def check_ids(df: pd.DataFrame, column: str, file: str, what: str = "id") -> lis
     def flag(test, expected, severity="error"):
         mask = np.array([test(t) for t in text], dtype=bool) & present
         if mask.any():
-            _report(problems, file, column, mask, values, expected, severity, rows=rows)
+            report_problems(problems, file, column, mask, values, expected, severity, rows=rows)
 
     flag(lambda t: t != t.strip(), f"a {what} without leading or trailing spaces (ids are "
          "compared exactly: the scan manifest and the cohort table must spell each id alike)")
@@ -511,7 +511,7 @@ def check_ids(df: pd.DataFrame, column: str, file: str, what: str = "id") -> lis
          f"a {what}; it is kept as this text, though many tools read it as a missing value", "warning")
     dup = df[column].duplicated(keep=False).to_numpy() & present
     if dup.any():
-        _report(problems, file, column, dup, values, f"a unique {what}", rows=rows)
+        report_problems(problems, file, column, dup, values, f"a unique {what}", rows=rows)
     folded = [t.strip().casefold() for t in text]
     first: dict[str, int] = {}
     for i in np.flatnonzero(present):
@@ -619,7 +619,7 @@ def validate_cohort(df: pd.DataFrame, file: str = "cohort table", optional: Iter
         isnull = raw.isna().to_numpy()
         nullable = bool(col["nullable"])
         if not nullable and isnull.any():
-            _report(problems, file, name, isnull, values, "a value (this column may not be empty)", rows=rows)
+            report_problems(problems, file, name, isnull, values, "a value (this column may not be empty)", rows=rows)
         present = ~isnull
         kind = col["type"]
         unit = col["unit"] if isinstance(col["unit"], str) else ""
@@ -628,19 +628,19 @@ def validate_cohort(df: pd.DataFrame, file: str = "cohort table", optional: Iter
             bad_type = present & np.isnan(num)
             if bad_type.any():
                 if kind == "binary":
-                    _report(problems, file, name, bad_type, values, "0 or 1", rows=rows,
+                    report_problems(problems, file, name, bad_type, values, "0 or 1", rows=rows,
                             hints=lambda v: _flag_hint(v) or _missing_word_hint(str(v), nullable))
                 else:
-                    _report(problems, file, name, bad_type, values, f"a number ({kind})", rows=rows,
+                    report_problems(problems, file, name, bad_type, values, f"a number ({kind})", rows=rows,
                             hints=lambda v: number_hint(v, unit, nullable))
             infinite = present & np.isinf(num)
             if infinite.any():
-                _report(problems, file, name, infinite, values, "a finite number", rows=rows)
+                report_problems(problems, file, name, infinite, values, "a finite number", rows=rows)
             ok = present & np.isfinite(num)
             if kind == "binary":
                 bad = ok & ~np.isin(num, (0.0, 1.0))
                 if bad.any():
-                    _report(problems, file, name, bad, values, "0 or 1", rows=rows)
+                    report_problems(problems, file, name, bad, values, "0 or 1", rows=rows)
             elif isinstance(col["range"], list):
                 lo, hi = col["range"]
                 unit_text = f" {unit}" if unit else ""
@@ -649,7 +649,7 @@ def validate_cohort(df: pd.DataFrame, file: str = "cohort table", optional: Iter
                 bad = ok & ((num < lo) | (num > hi))
                 if bad.any():
                     hint = unit_hint(col["unit"], lo, hi, num[bad])
-                    _report(problems, file, name, bad, values, f"a value in [{lo}, {hi}]{unit_text}{hint}",
+                    report_problems(problems, file, name, bad, values, f"a value in [{lo}, {hi}]{unit_text}{hint}",
                             rows=rows)
                 if isinstance(col["plausible"], list) and ok.sum() >= 10:
                     plo, phi = col["plausible"]
@@ -663,20 +663,20 @@ def validate_cohort(df: pd.DataFrame, file: str = "cohort table", optional: Iter
                                                  if c not in col["categories"]]
             bad = present & ~np.isin(raw.astype(str).to_numpy(), allowed)
             if bad.any():
-                _report(problems, file, name, bad, values, f"one of {allowed}", rows=rows,
+                report_problems(problems, file, name, bad, values, f"one of {allowed}", rows=rows,
                         hints=lambda v: category_hint(v, allowed, values, nullable))
     problems += check_ids(df, "patient_id", file, "patient id")
     if "followup_years" in df.columns:
         time = pd.to_numeric(df["followup_years"], errors="coerce").to_numpy(float)
         not_positive = time <= 0
         if not_positive.any():
-            _report(problems, file, "followup_years", not_positive, df["followup_years"].to_numpy(dtype=object),
+            report_problems(problems, file, "followup_years", not_positive, df["followup_years"].to_numpy(dtype=object),
                     "a follow-up time > 0 years (from the scan to death or censoring)", rows=rows)
     if {"death", "followup_years"} <= set(df.columns):
         died = pd.to_numeric(df["death"], errors="coerce").to_numpy(float) == 1
         no_time = died & pd.to_numeric(df["followup_years"], errors="coerce").isna().to_numpy()
         if no_time.any():
-            _report(problems, file, "followup_years", no_time, df["followup_years"].to_numpy(dtype=object),
+            report_problems(problems, file, "followup_years", no_time, df["followup_years"].to_numpy(dtype=object),
                     "a time to death for every patient with death = 1", rows=rows)
     if log_warnings:
         for p in problems:

@@ -46,6 +46,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ctac_helpers.core import manifest
+from ctac_helpers.definitions import cac_category
 from ctac_helpers.imaging.grid import on_grid
 
 logger = logging.getLogger(__name__)
@@ -111,18 +112,6 @@ def agatston_weight(peak_hu) -> np.ndarray:
     so that real-valued (e.g. interpolated) peaks are classified without gaps.
     """
     return np.searchsorted(np.asarray(WEIGHT_EDGES_HU), np.asarray(peak_hu, float), side="right")
-
-
-def cac_category(score):
-    """CAC category of a score: ``'0'``, ``'1-100'``, ``'101-400'`` or ``'>400'``.
-
-    The paper's categories (0, >0-100, >100-400, >400), identical to
-    :func:`ctac_helpers.cohort.synth.cac_category`; a scalar gives a ``str``, an array an array of ``str``.
-    """
-    from ctac_helpers.cohort import synth  # lazy: synth imports the phantom module, which imports this one
-
-    out = synth.cac_category(score)
-    return str(out) if np.ndim(out) == 0 else out
 
 
 def agatston(ct: np.ndarray, spacing, region: np.ndarray | None = None, threshold_hu: float = THRESHOLD_HU,

@@ -33,7 +33,7 @@ from ctac_helpers.core import manifest
 from ctac_helpers.cohort import validate
 from ctac_helpers.imaging.grid import grid_differences
 from ctac_helpers.core.rundir import atomic_path
-from ctac_helpers.cohort.validate import Problem, ValidationError, _report, read_table, spreadsheet_rows, unit_hint
+from ctac_helpers.cohort.validate import Problem, ValidationError, report_problems, read_table, spreadsheet_rows, unit_hint
 
 logger = logging.getLogger(__name__)
 
@@ -114,29 +114,29 @@ def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_file
         isnull = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
         nullable = bool(col["nullable"])
         if not nullable and isnull.any():
-            _report(problems, file, name, isnull, values, "a value (this column may not be empty)", rows=rows)
+            report_problems(problems, file, name, isnull, values, "a value (this column may not be empty)", rows=rows)
         present = ~isnull
         if col["type"] == "float":
             num = pd.to_numeric(raw, errors="coerce").to_numpy(float)
             bad = present & np.isnan(num)
             if bad.any():
-                _report(problems, file, name, bad, values, "a number", rows=rows,
+                report_problems(problems, file, name, bad, values, "a number", rows=rows,
                         hints=lambda v: validate.number_hint(v, col["unit"], nullable))
             infinite = present & np.isinf(num)
             if infinite.any():
-                _report(problems, file, name, infinite, values, "a finite number", rows=rows)
+                report_problems(problems, file, name, infinite, values, "a finite number", rows=rows)
             lo, hi = col["range"]
             out = present & np.isfinite(num) & ((num < lo) | (num > hi))
             if out.any():
                 hint = unit_hint(col["unit"], lo, hi, num[out])
-                _report(problems, file, name, out, values, f"a value in [{lo}, {hi}] {col['unit']}{hint}",
+                report_problems(problems, file, name, out, values, f"a value in [{lo}, {hi}] {col['unit']}{hint}",
                         rows=rows)
         elif col["type"] == "path" and check_files:
-            bad = np.array([bool(p) and _image_kind(str(v)) is None for v, p in zip(values, present)], dtype=bool)
+            bad = np.array([bool(p) and image_kind(str(v)) is None for v, p in zip(values, present)], dtype=bool)
             if bad.any():
                 what = ("an existing DICOM series folder or NIfTI file (.nii, .nii.gz)" if name == "image"
                         else "an existing NIfTI file, or a folder of <structure>.nii.gz masks")
-                _report(problems, file, name, bad, values, what, rows=rows, hints=_path_hint)
+                report_problems(problems, file, name, bad, values, what, rows=rows, hints=_path_hint)
     problems += validate.check_ids(df, "scan_id", file, "scan id")
     problems += [p for p in validate.check_ids(df, "patient_id", file, "patient id")
                  if "a unique patient id" not in p.expected]  # a patient may have several scans
@@ -145,7 +145,7 @@ def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_file
         cohort_ids = set(map(str, cohort_ids))
         orphan = ~df["patient_id"].astype(str).isin(cohort_ids).to_numpy() & df["patient_id"].notna().to_numpy()
         if orphan.any():
-            _report(problems, file, "patient_id", orphan, df["patient_id"].to_numpy(dtype=object),
+            report_problems(problems, file, "patient_id", orphan, df["patient_id"].to_numpy(dtype=object),
                     "a patient id of the cohort table (this scan has no patient)", rows=rows,
                     hints=lambda v: validate.id_mismatch_hint(v, cohort_ids))
         missing = sorted(cohort_ids - set(df["patient_id"].astype(str)))
@@ -203,7 +203,8 @@ def require_valid_scan_manifest(df: pd.DataFrame, file: str | None = None, **kwa
     return df
 
 
-def _image_kind(path: str) -> str | None:
+def image_kind(path: str) -> str | None:
+    """``'dicom'`` for a non-empty folder, ``'nifti'`` for a NIfTI file, else None (what ingestion can read)."""
     p = Path(path)
     if p.is_dir():
         return "dicom" if any(p.iterdir()) else None
@@ -231,14 +232,14 @@ def read_ct(path: str | os.PathLike) -> tuple[sitk.Image, dict]:
         missing slices, a non-CT modality, NaN or infinite voxels in a NIfTI file.
     """
     path = Path(path)
-    kind = _image_kind(str(path))
+    kind = image_kind(str(path))
     if kind is None:
         raise IngestError(f"{path}: not found, or neither a DICOM series folder nor a NIfTI file (.nii, .nii.gz)")
     if kind == "nifti":
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as exc:
-            raise IngestError(f"{path}: unreadable NIfTI file ({_first_line(exc)})") from None
+            raise IngestError(f"{path}: unreadable NIfTI file ({first_line(exc)})") from None
         check_nifti_complete(path, image, "NIfTI file")
         if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
             # ITK reads NaN voxels as 0 HU; the file's own values tell
@@ -306,7 +307,8 @@ def check_nifti_complete(path: str | os.PathLike, header, what: str = "NIfTI fil
                           "expected a complete file (an interrupted copy?)")
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """The last non-empty line of an exception's message (a reader's cause), or its type name."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
 
@@ -339,7 +341,7 @@ def _read_dicom_series(folder: Path) -> tuple[sitk.Image, dict]:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        raise IngestError(f"{folder}: the series could not be read ({_first_line(exc)})") from None
+        raise IngestError(f"{folder}: the series could not be read ({first_line(exc)})") from None
     info = {"format": "dicom", "n_files": len(files), "slice_thickness_mm": first["thickness"], "kvp": first["kvp"]}
     return image, info
 
@@ -351,7 +353,7 @@ def _slice_header(file: str) -> dict:
     try:
         r.ReadImageInformation()
     except RuntimeError as exc:
-        raise IngestError(f"{file}: unreadable DICOM file ({_first_line(exc)})") from None
+        raise IngestError(f"{file}: unreadable DICOM file ({first_line(exc)})") from None
 
     def tag(key, kind=str, default=None):
         if not r.HasMetaDataKey(key):
@@ -509,7 +511,7 @@ def _read_nifti(path: Path, what: str) -> sitk.Image:
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
-        raise IngestError(f"{path}: unreadable {what} ({_first_line(exc)})") from None
+        raise IngestError(f"{path}: unreadable {what} ({first_line(exc)})") from None
     check_nifti_complete(path, image, what)
     return image
 

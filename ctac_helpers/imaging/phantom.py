@@ -81,9 +81,11 @@ import pandas as pd
 import SimpleITK as sitk
 from scipy import ndimage, special
 
+from ctac_helpers.cohort import synth
 from ctac_helpers.core import manifest
 from ctac_helpers.imaging import segment
-from ctac_helpers.imaging.calcium import MIN_PIXELS, REFERENCE_THICKNESS_MM, agatston_weight, cac_category
+from ctac_helpers.definitions import cac_category
+from ctac_helpers.imaging.calcium import MIN_PIXELS, REFERENCE_THICKNESS_MM, agatston_weight
 from ctac_helpers.imaging.fat import FAT_HU_RANGE
 from ctac_helpers.core.rundir import atomic_path, atomic_write_json
 
@@ -1215,7 +1217,6 @@ def phantom_parameters(cohort: pd.DataFrame, drivers: pd.DataFrame, seed: int) -
         atherosclerosis driver), ``fov_z_shift_mm`` and ``phantom_seed``, and ``driver_*``
         copies of the drivers.
     """
-    from ctac_helpers.cohort import synth  # lazy: synth re-exports this module's entry points
 
     cohort = cohort.reset_index(drop=True)
     drivers = drivers.reset_index(drop=True)
@@ -1304,7 +1305,6 @@ def phantom_cohort(n: int, seed: int, shape=None, spacing=None) -> tuple[pd.Data
         ``make(i, keep_clean=False) -> Phantom`` for row ``i``: phantoms are built one at a time,
         so only one volume needs to be in memory (see also :func:`iter_phantoms`).
     """
-    from ctac_helpers.cohort import synth
 
     ds = synth.synthetic_dataset(max(int(n), 200), seed)
     drivers = synth.ct_drivers(ds.cohort, ds.latent).iloc[: int(n)]

@@ -37,6 +37,7 @@ from ctac_helpers.imaging import calcium
 from ctac_helpers.imaging import fat
 from ctac_helpers.imaging import ingest
 from ctac_helpers.core import manifest
+from ctac_helpers.definitions import cac_category
 from ctac_helpers.imaging import phantom
 from ctac_helpers.imaging import radiomics
 from ctac_helpers.imaging import segment
@@ -439,7 +440,7 @@ def cac_eat_task(scan: Mapping) -> dict:
         e = fat.eat_from_image(ct, labels, peri)
         rec.update(eat_volume=float(e["eat_volume_ml"]), eat_density=float(e["eat_density_hu"]),
                    eat_region=e["eat_region"], eat_source="measured")
-    rec["cac_category"] = str(calcium.cac_category(rec["cac_score"]))
+    rec["cac_category"] = str(cac_category(rec["cac_score"]))
     return rec
 
 

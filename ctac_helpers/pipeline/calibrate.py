@@ -43,6 +43,7 @@ import pandas as pd
 import yaml
 
 from ctac_helpers.core import manifest
+from ctac_helpers.definitions import TPD_ISCHEMIA
 from ctac_helpers.models import cv as models
 from ctac_helpers.cohort import synth
 from ctac_helpers.stats.delong import auc
@@ -235,7 +236,7 @@ def proxy_aucs(data: synth.SyntheticDataset, model_names: Sequence[str] = PROXY_
     return out
 
 
-def ischemic_share(cohort: pd.DataFrame, threshold: float = 10.0) -> float:
+def ischemic_share(cohort: pd.DataFrame, threshold: float = TPD_ISCHEMIA) -> float:
     """Percentage of patients whose ischemic TPD (stress - rest) is at least ``threshold``."""
     return 100.0 * float(np.mean(cohort["stress_tpd"] - cohort["rest_tpd"] >= threshold))
 

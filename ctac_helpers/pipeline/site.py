@@ -261,7 +261,7 @@ def _nifti_header(path: str | os.PathLike, what: str) -> sitk.ImageFileReader:
     try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
-        raise ingest.IngestError(f"{path}: unreadable {what} ({ingest._first_line(exc)})") from None
+        raise ingest.IngestError(f"{path}: unreadable {what} ({ingest.first_line(exc)})") from None
     return reader
 
 
@@ -292,7 +292,7 @@ def _check_scan(scan: Mapping, file: str, row: int) -> list[Problem]:
     image = scan.get("image")
     if not isinstance(image, str) or not image.strip():
         return problems  # an empty cell is reported by the manifest check
-    kind = ingest._image_kind(image)
+    kind = ingest.image_kind(image)
     if kind is None:
         return problems  # a missing file is reported by the manifest check
     ct = ct_header = None
@@ -310,7 +310,7 @@ def _check_scan(scan: Mapping, file: str, row: int) -> list[Problem]:
                                      "a CT in HU that passes the image checks (data_manifest/scan_manifest.yaml)"))
     for column in ("label_map", "pericardium"):
         src = scan.get(column)
-        if not isinstance(src, str) or not src.strip() or ingest._image_kind(src) is None:
+        if not isinstance(src, str) or not src.strip() or ingest.image_kind(src) is None:
             continue  # absent (optional) or missing (reported by the manifest check)
         what = column.replace("_", " ")
         kind = "labels" if column == "label_map" else "mask"

@@ -31,8 +31,10 @@ import numpy as np
 import pandas as pd
 
 from ctac_helpers.core import manifest
+from ctac_helpers.definitions import CLASS_MODEL, TPD_ISCHEMIA
 from ctac_helpers.models import cv as models
 from ctac_helpers.publish import plots
+from ctac_helpers.results import outcomes
 from ctac_helpers.stats import survival
 from ctac_helpers.cohort.tables import ordinal
 
@@ -53,9 +55,7 @@ __all__ = [
 ID = "patient_id"
 OUTCOME = "death"
 FOLLOWUP = "followup_years"
-CLASS_MODEL = "all"  # chapter 7's AI class is defined on the All model
 SHAP_MODEL = "ai_ctac"  # chapter 5 explains the AI CTAC model (artifacts/shap_structures.parquet)
-TPD_ISCHEMIA = 10.0  # chapter 7: the AI threshold flags as many patients as ischemic TPD >= 10%
 CENTRE_STRUCTURE = "heart"
 CT_WINDOW = (-1000, 600)  # the window of plots.segmentation_overlay (chapter 2)
 NO_SCAN = "no CT scan"
@@ -124,7 +124,7 @@ def risk_table(cohort: pd.DataFrame, predictions: pd.DataFrame, class_model: str
         out[f"score__{m}"] = s
         out[f"percentile__{m}"] = s.rank(pct=True) * 100
     scored = out[f"score__{class_model}"].notna().to_numpy()
-    tpd = survival.ischemic_tpd(cohort.set_index(ID)).to_numpy(float)
+    tpd = outcomes.ischemic_tpd(cohort.set_index(ID)).to_numpy(float)
     match = survival.match_threshold(out[f"score__{class_model}"].to_numpy()[scored], tpd[scored] >= tpd_ischemia)
     high = pd.Series(pd.NA, index=out.index, dtype="boolean")
     high[scored] = out[f"score__{class_model}"].to_numpy()[scored] >= match.threshold
@@ -373,13 +373,13 @@ def patient_figure(record: Mapping, images: Mapping | None = None, *, z: int | N
         window = dict(cmap="gray", vmin=CT_WINDOW[0], vmax=CT_WINDOW[1], interpolation="nearest")
         ax_ax, ax_co = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
         ax_ax.imshow(ct[z], **window, aspect=sy / sx)
-        ax_ax.imshow(plots._label_colours(lab[z]), aspect=sy / sx, interpolation="nearest")
+        ax_ax.imshow(plots.label_colours(lab[z]), aspect=sy / sx, interpolation="nearest")
         _outline(ax_ax, lab[z], shap, ids)
         ax_ax.set_title(f"{record['scan']['scan_id']}: axial slice {z}", fontsize=8)
         # coronal: flipped so that the head is at the top (axis 0 runs feet to head), as in chapter 2
         cor_ct, cor_lab = ct[::-1, yc, :], lab[::-1, yc, :]
         ax_co.imshow(cor_ct, **window, aspect=sz / sx)
-        ax_co.imshow(plots._label_colours(cor_lab), aspect=sz / sx, interpolation="nearest")
+        ax_co.imshow(plots.label_colours(cor_lab), aspect=sz / sx, interpolation="nearest")
         _outline(ax_co, cor_lab, shap, ids)
         ax_co.axhline(ct.shape[0] - 1 - z, color="white", lw=0.8, ls="--")
         ax_co.set_title(f"coronal slice {yc} (dashed: axial slice)", fontsize=8)

@@ -105,7 +105,7 @@ def structure_frequency(freq: pd.DataFrame, threshold: float, title: str, column
     return fig
 
 
-def _label_colours(labels: np.ndarray) -> np.ndarray:
+def label_colours(labels: np.ndarray) -> np.ndarray:
     """RGBA image of a label slice: each structure a colour of the Okabe-Ito cycle, background clear."""
     rgba = np.zeros(labels.shape + (4,))
     for k in np.unique(labels[labels > 0]):
@@ -128,11 +128,11 @@ def segmentation_overlay(panels: list[dict], title: str):
         z, y = p.get("z", zz), p.get("y", yy)
         window = dict(cmap="gray", vmin=-1000, vmax=600, interpolation="nearest")
         row[0].imshow(ct[z], **window, aspect=sy / sx)
-        row[0].imshow(_label_colours(lab[z]), aspect=sy / sx, interpolation="nearest")
+        row[0].imshow(label_colours(lab[z]), aspect=sy / sx, interpolation="nearest")
         row[0].set_title(f"{p['name']}: axial slice {z}", fontsize=9)
         # coronal: flip so that the head is at the top (axis 0 runs feet to head in LPS)
         row[1].imshow(ct[::-1, y, :], **window, aspect=sz / sx)
-        row[1].imshow(_label_colours(lab[::-1, y, :]), aspect=sz / sx, interpolation="nearest")
+        row[1].imshow(label_colours(lab[::-1, y, :]), aspect=sz / sx, interpolation="nearest")
         row[1].set_title(f"{p['name']}: coronal slice {y}", fontsize=9)
         for ax in row:
             ax.set_axis_off()

@@ -72,6 +72,7 @@ import pandas as pd
 import yaml
 
 from ctac_helpers.core import manifest
+from ctac_helpers.definitions import format_p
 from ctac_helpers.core.stages import STAGES, execution_order
 from ctac_helpers.results.subgroups import PAPER_KEYS as _SUBGROUP_PAPER_KEYS
 from ctac_helpers.results.subgroups import SUBGROUPS
@@ -797,8 +798,7 @@ def _supp_fig3_rows(run_dir: Path, tol: dict) -> list[dict]:
         printed = g.iloc[0]["paper_p"] or str(paper_p.get(comparison, ""))
         if printed:
             p = _num(g.iloc[0]["p"])
-            # as ctac_helpers.cohort.tables.format_p prints it (not imported: it would load the cohort generator)
-            text = "" if not math.isfinite(p) else "<0.001" if p < 0.001 else f"{p:.3f}"
+            text = format_p(p)
             higher = ("a" if pa > pb else "b") if differ else None
             rows.append(_comparison_row(f"supp_fig3/delong/{comparison}", "supp_fig3", "supp_fig3",
                                         (str(la), str(lb)), f"AUC of the All model by {comparison}", printed,

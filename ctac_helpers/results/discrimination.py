@@ -25,7 +25,7 @@ from ctac_helpers.core import manifest
 from ctac_helpers.stats.bootstrap import bootstrap_auc
 from ctac_helpers.stats.delong import delong_test
 from ctac_helpers.models.cv import FEATURE_SETS
-from ctac_helpers.cohort.tables import format_p
+from ctac_helpers.definitions import format_p
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from ctac_helpers.stats.delong import _as_labels, _as_score_1d, _auc_interval, _check_level, delong_test_unpaired
+from ctac_helpers.stats.checks import as_labels, as_score_1d, check_level
+from ctac_helpers.stats.delong import auc_interval_from_labels, delong_test_unpaired
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def _as_mask(mask, n: int, what: str) -> np.ndarray:
 
 
 def _side_row(comparison: str, label, labels: np.ndarray, s: np.ndarray, level: float) -> dict:
-    ci = _auc_interval(labels, s, level)
+    ci = auc_interval_from_labels(labels, s, level)
     return {"comparison": comparison, "subgroup": label, "n": int(labels.size), "events": ci.n_positive,
             "auc": ci.auc, "ci_low": ci.ci_low, "ci_high": ci.ci_high}
 
@@ -149,7 +150,7 @@ def _labels_in(y: np.ndarray, mask: np.ndarray, what: str) -> np.ndarray:
     if not mask.any():
         raise ValueError(f"{what} is empty")
     try:
-        return _as_labels(y[mask], "y")
+        return as_labels(y[mask], "y")
     except ValueError as err:
         raise ValueError(f"{what}: {err}") from err
 
@@ -191,9 +192,9 @@ def subgroup_auc(y, score, groups, *, definitions: Mapping = SUBGROUPS, level: f
     .. [1] DeLong ER, DeLong DM, Clarke-Pearson DL. *Biometrics* 1988;44:837-845.
     .. [2] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
     """
-    level = _check_level(level)
-    y = _as_labels(y, "y")
-    s = _as_score_1d(score, y.size, "score")
+    level = check_level(level)
+    y = as_labels(y, "y")
+    s = as_score_1d(score, y.size, "score")
     if isinstance(groups, pd.DataFrame):
         if len(groups) != y.size:
             raise ValueError(f"the cohort has {len(groups)} rows but y has {y.size}; they must be aligned")
@@ -281,9 +282,9 @@ def performance_by_group(y, score, group, reference, *, level: float = 0.95) -> 
     .. [1] DeLong ER, DeLong DM, Clarke-Pearson DL. *Biometrics* 1988;44:837-845.
     .. [2] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
     """
-    level = _check_level(level)
-    y = _as_labels(y, "y")
-    s = _as_score_1d(score, y.size, "score")
+    level = check_level(level)
+    y = as_labels(y, "y")
+    s = as_score_1d(score, y.size, "score")
     g = pd.Series(np.asarray(pd.Series(group).to_numpy(), dtype=object))
     if g.size != y.size:
         raise ValueError(f"group must have one level per patient ({y.size}); got {g.size}")

@@ -30,14 +30,15 @@ References
 from __future__ import annotations
 
 import logging
-import numbers
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from ctac_helpers.stats.delong import _as_labels, _as_score_1d, _as_scores, _auc_from_labels, _check_level, _z_and_p_se
+
+from ctac_helpers.stats.checks import as_labels, as_score_1d, as_scores, check_level, check_n_resamples, check_seed
+from ctac_helpers.stats.delong import auc_from_labels, z_and_p_se
 
 logger = logging.getLogger(__name__)
 
@@ -84,22 +85,6 @@ class BootstrapDifferenceResult:
     n_resamples: int
 
 
-def _check_seed(seed) -> int:
-    # An explicit integer keeps results reproducible and visible in the notebook's parameters;
-    # a Generator or None would hide the state.
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise ValueError(f"seed must be a non-negative integer; got {seed!r} ({type(seed).__name__})")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative integer; got {seed}")
-    return int(seed)
-
-
-def _check_n_resamples(n_resamples) -> int:
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, numbers.Integral) or n_resamples < 2:
-        raise ValueError(f"n_resamples must be an integer >= 2; got {n_resamples!r}")
-    return int(n_resamples)
-
-
 def _score_matrix(scores, n: int) -> tuple[list[str], np.ndarray]:
     """Model names and a (n_models, n_samples) matrix from a mapping, a DataFrame or a 2-D array."""
     if isinstance(scores, pd.DataFrame):
@@ -108,7 +93,7 @@ def _score_matrix(scores, n: int) -> tuple[list[str], np.ndarray]:
         rows = [scores[c].to_numpy(dtype=float) for c in scores.columns]
     elif isinstance(scores, Mapping):
         names = [str(k) for k in scores]
-        rows = [_as_score_1d(v, n, f"scores[{k!r}]") for k, v in scores.items()]
+        rows = [as_score_1d(v, n, f"scores[{k!r}]") for k, v in scores.items()]
     else:
         arr = np.asarray(scores, dtype=float)
         if arr.ndim != 2:
@@ -120,7 +105,7 @@ def _score_matrix(scores, n: int) -> tuple[list[str], np.ndarray]:
         raise ValueError("scores holds no model; expected at least one score array")
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique; got {names}")
-    return names, _as_scores(np.vstack(rows), n, "scores")
+    return names, as_scores(np.vstack(rows), n, "scores")
 
 
 def _resample_indices(labels: np.ndarray, n_resamples: int, seed: int,
@@ -200,9 +185,9 @@ def bootstrap_auc_replicates(y, scores, n_resamples: int = 1000, *, seed: int,
     .. [1] Efron B, Tibshirani RJ. *An Introduction to the Bootstrap*. Chapman & Hall, 1993.
     .. [2] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
     """
-    seed = _check_seed(seed)
-    n_resamples = _check_n_resamples(n_resamples)
-    labels = _as_labels(y, "y")
+    seed = check_seed(seed)
+    n_resamples = check_n_resamples(n_resamples)
+    labels = as_labels(y, "y")
     names, s = _score_matrix(scores, labels.size)
     n = labels.size
     t0 = time.perf_counter()
@@ -272,13 +257,13 @@ def bootstrap_auc(y, scores, n_resamples: int = 1000, *, seed: int, level: float
     .. [1] Efron B, Tibshirani RJ. *An Introduction to the Bootstrap*. Chapman & Hall, 1993.
     .. [2] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
     """
-    level = _check_level(level)
-    labels = _as_labels(y, "y")
+    level = check_level(level)
+    labels = as_labels(y, "y")
     names, s = _score_matrix(scores, labels.size)
     reps = _valid_rows(bootstrap_auc_replicates(labels, dict(zip(names, s)), n_resamples, seed=seed,
                                                 stratified=stratified))
     q = np.quantile(reps.to_numpy(), [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return pd.DataFrame({"model": names, "auc": _auc_from_labels(labels, s), "ci_low": q[0],
+    return pd.DataFrame({"model": names, "auc": auc_from_labels(labels, s), "ci_low": q[0],
                          "ci_high": q[1], "n_resamples": len(reps)})
 
 
@@ -323,17 +308,17 @@ def bootstrap_auc_difference(y, score_a, score_b, n_resamples: int = 1000, *, se
     .. [1] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
     .. [2] Efron B, Tibshirani RJ. *An Introduction to the Bootstrap*. Chapman & Hall, 1993.
     """
-    level = _check_level(level)
-    labels = _as_labels(y, "y")
-    a = _as_score_1d(score_a, labels.size, "score_a")
-    b = _as_score_1d(score_b, labels.size, "score_b")
+    level = check_level(level)
+    labels = as_labels(y, "y")
+    a = as_score_1d(score_a, labels.size, "score_a")
+    b = as_score_1d(score_b, labels.size, "score_b")
     reps = _valid_rows(bootstrap_auc_replicates(labels, {"a": a, "b": b}, n_resamples, seed=seed,
                                                 stratified=stratified))
     diffs = (reps["a"] - reps["b"]).to_numpy()
-    auc_a, auc_b = _auc_from_labels(labels, np.vstack([a, b]))
+    auc_a, auc_b = auc_from_labels(labels, np.vstack([a, b]))
     difference = float(auc_a - auc_b)
     sd = float(np.std(diffs, ddof=1))
-    z, p = _z_and_p_se(difference, sd)
+    z, p = z_and_p_se(difference, sd)
     lo, hi = np.quantile(diffs, [(1 - level) / 2, (1 + level) / 2])
     return BootstrapDifferenceResult(auc_a=float(auc_a), auc_b=float(auc_b), difference=difference,
                                      ci_low=float(lo), ci_high=float(hi), se=sd, z=z, p_value=p,

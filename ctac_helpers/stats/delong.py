@@ -52,6 +52,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from ctac_helpers.stats.checks import as_labels, as_score_1d, as_scores, check_level
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -65,69 +67,6 @@ __all__ = [
     "delong_test_unpaired",
     "welch_df",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# Input checks (shared with ctac_helpers.stats.bootstrap)
-# ---------------------------------------------------------------------------------------------
-
-def _as_labels(y_true, name: str = "y_true") -> np.ndarray:
-    """``y_true`` as a 1-D boolean array (True = positive); ValueError unless binary 0/1 with both classes."""
-    y = np.asarray(y_true)
-    if y.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one label per patient); got an array of shape {y.shape}")
-    if y.size == 0:
-        raise ValueError(f"{name} is empty; expected binary labels 0/1")
-    if y.dtype == bool:
-        labels = y
-    else:
-        if not (np.issubdtype(y.dtype, np.number)):
-            raise ValueError(f"{name} must hold binary labels 0/1 or booleans; got dtype {y.dtype}")
-        values = np.unique(y)
-        if not np.all(np.isin(values, (0, 1))):
-            shown = ", ".join(map(str, values[:5])) + (", ..." if values.size > 5 else "")
-            raise ValueError(f"{name} must hold binary labels 0/1 or booleans; found values {shown}")
-        labels = y == 1
-    n_pos = int(labels.sum())
-    if n_pos == 0 or n_pos == labels.size:
-        present = "1 (positive)" if n_pos else "0 (negative)"
-        raise ValueError(f"{name} must contain both classes 0 and 1; only {present} is present")
-    return labels
-
-
-def _as_scores(score, n: int, name: str = "score") -> np.ndarray:
-    """``score`` as a finite float array of shape (n_models, n): a 1-D score is one model."""
-    s = np.asarray(score, dtype=float)
-    if s.ndim == 1:
-        s = s[None, :]
-    if s.ndim != 2:
-        raise ValueError(f"{name} must be 1-D (one model) or 2-D (n_models, n_samples); got shape {s.shape}")
-    if s.shape[1] != n:
-        raise ValueError(f"{name} must have one value per label: expected {n} samples, got {s.shape[1]}"
-                         + (" (scores are expected as rows: shape (n_models, n_samples))"
-                            if s.shape[0] == n else ""))
-    if s.shape[0] == 0:
-        raise ValueError(f"{name} holds no model (shape {s.shape})")
-    if not np.all(np.isfinite(s)):
-        bad = int((~np.isfinite(s)).sum())
-        raise ValueError(f"{name} must be finite; found {bad} NaN or infinite value(s)")
-    return s
-
-
-def _as_score_1d(score, n: int, name: str = "score") -> np.ndarray:
-    """One model's scores as a finite 1-D float array of length ``n``."""
-    s = np.asarray(score, dtype=float)
-    if s.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one value per label); got shape {s.shape}")
-    return _as_scores(s, n, name)[0]
-
-
-def _check_level(level: float) -> float:
-    level = float(level)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"level must be a confidence level strictly between 0 and 1 (e.g. 0.95); "
-                         f"got {level}")
-    return level
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +191,7 @@ class DeLongUnpairedResult:
 # Computation
 # ---------------------------------------------------------------------------------------------
 
-def _auc_from_labels(labels: np.ndarray, s: np.ndarray) -> np.ndarray:
+def auc_from_labels(labels: np.ndarray, s: np.ndarray) -> np.ndarray:
     """AUC of each row of ``s`` (validated) by the rank-sum form of the Mann-Whitney statistic."""
     m = int(labels.sum())
     n = labels.size - m
@@ -286,9 +225,9 @@ def auc(y_true, score) -> float:
     .. [1] Hanley JA, McNeil BJ. The meaning and use of the area under a receiver operating
        characteristic (ROC) curve. *Radiology* 1982;143:29-36.
     """
-    labels = _as_labels(y_true)
-    s = _as_score_1d(score, labels.size)
-    return float(_auc_from_labels(labels, s[None, :])[0])
+    labels = as_labels(y_true)
+    s = as_score_1d(score, labels.size)
+    return float(auc_from_labels(labels, s[None, :])[0])
 
 
 def _structural_components(labels: np.ndarray, s: np.ndarray):
@@ -350,8 +289,8 @@ def delong_covariance(y_true, scores) -> tuple[np.ndarray, np.ndarray]:
     .. [1] DeLong ER, DeLong DM, Clarke-Pearson DL. *Biometrics* 1988;44:837-845.
     .. [2] Sun X, Xu W. *IEEE Signal Processing Letters* 2014;21:1389-1393.
     """
-    labels = _as_labels(y_true)
-    s = _as_scores(scores, labels.size, "scores")
+    labels = as_labels(y_true)
+    s = as_scores(scores, labels.size, "scores")
     aucs, v10, v01 = _structural_components(labels, s)
     return aucs, _covariance_from_components(v10, v01)
 
@@ -380,13 +319,13 @@ def _two_sided_p(statistic: float, df: float = math.inf) -> float:
 
 
 def _z_and_p(difference: float, variance: float) -> tuple[float, float, float]:
-    """SE, z and two-sided p of a difference with the given variance (see :func:`_z_and_p_se`)."""
+    """SE, z and two-sided p of a difference with the given variance (see :func:`z_and_p_se`)."""
     # Round-off can leave a tiny negative variance for (nearly) identical scores.
     se = math.sqrt(max(variance, 0.0))
-    return (se,) + _z_and_p_se(difference, se)
+    return (se,) + z_and_p_se(difference, se)
 
 
-def _z_and_p_se(difference: float, se: float, df: float = math.inf) -> tuple[float, float]:
+def z_and_p_se(difference: float, se: float, df: float = math.inf) -> tuple[float, float]:
     """Statistic ``difference / se`` and its two-sided p (standard normal, or Student's t with ``df``).
 
     A zero SE gives p = 1 when the difference is 0, else p = 0.
@@ -474,12 +413,12 @@ def auc_ci_delong(y_true, score, level: float = 0.95) -> AUCInterval:
     .. [1] DeLong ER, DeLong DM, Clarke-Pearson DL. *Biometrics* 1988;44:837-845.
     .. [2] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
     """
-    level = _check_level(level)
-    labels = _as_labels(y_true)
-    return _auc_interval(labels, _as_score_1d(score, labels.size), level)
+    level = check_level(level)
+    labels = as_labels(y_true)
+    return auc_interval_from_labels(labels, as_score_1d(score, labels.size), level)
 
 
-def _auc_interval(labels: np.ndarray, s: np.ndarray, level: float) -> AUCInterval:
+def auc_interval_from_labels(labels: np.ndarray, s: np.ndarray, level: float) -> AUCInterval:
     aucs, v10, v01 = _structural_components(labels, s[None, :])
     a = float(aucs[0])
     var = max(float(_covariance_from_components(v10, v01)[0, 0]), 0.0)
@@ -524,10 +463,10 @@ def delong_test(y_true, score_a, score_b, level: float = 0.95) -> DeLongResult:
     .. [2] Sun X, Xu W. *IEEE Signal Processing Letters* 2014;21:1389-1393.
     .. [3] Robin X, et al. pROC. *BMC Bioinformatics* 2011;12:77.
     """
-    level = _check_level(level)
-    labels = _as_labels(y_true)
-    a = _as_score_1d(score_a, labels.size, "score_a")
-    b = _as_score_1d(score_b, labels.size, "score_b")
+    level = check_level(level)
+    labels = as_labels(y_true)
+    a = as_score_1d(score_a, labels.size, "score_a")
+    b = as_score_1d(score_b, labels.size, "score_b")
     aucs, v10, v01 = _structural_components(labels, np.vstack([a, b]))
     cov = _covariance_from_components(v10, v01)
     difference = float(aucs[0] - aucs[1])
@@ -602,17 +541,17 @@ def delong_test_unpaired(y_a, score_a, y_b, score_b, level: float = 0.95, *,
     if distribution not in UNPAIRED_DISTRIBUTIONS:
         raise ValueError(f"distribution must be one of {', '.join(map(repr, UNPAIRED_DISTRIBUTIONS))}; "
                          f"got {distribution!r}")
-    level = _check_level(level)
-    labels_a, labels_b = _as_labels(y_a, "y_a"), _as_labels(y_b, "y_b")
-    ci_a = _auc_interval(labels_a, _as_score_1d(score_a, labels_a.size, "score_a"), level)
-    ci_b = _auc_interval(labels_b, _as_score_1d(score_b, labels_b.size, "score_b"), level)
+    level = check_level(level)
+    labels_a, labels_b = as_labels(y_a, "y_a"), as_labels(y_b, "y_b")
+    ci_a = auc_interval_from_labels(labels_a, as_score_1d(score_a, labels_a.size, "score_a"), level)
+    ci_b = auc_interval_from_labels(labels_b, as_score_1d(score_b, labels_b.size, "score_b"), level)
     difference = ci_a.auc - ci_b.auc
     if distribution == "t":
         df = welch_df(ci_a.variance, ci_b.variance, labels_a.size, labels_b.size)
     else:
         df = math.inf
     se = math.sqrt(ci_a.variance + ci_b.variance)
-    statistic, p = _z_and_p_se(difference, se, df)
+    statistic, p = z_and_p_se(difference, se, df)
     return DeLongUnpairedResult(auc_a=ci_a.auc, auc_b=ci_b.auc, difference=difference, se=se,
                                 statistic=statistic, df=df, p_value=p, ci_a=(ci_a.ci_low, ci_a.ci_high),
                                 ci_b=(ci_b.ci_low, ci_b.ci_high), level=level, distribution=distribution)

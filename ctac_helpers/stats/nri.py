@@ -58,8 +58,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ctac_helpers.stats.bootstrap import _check_n_resamples, _check_seed
-from ctac_helpers.stats.delong import _as_labels, _check_level
+from ctac_helpers.stats.checks import as_labels, check_level, check_n_resamples, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +279,7 @@ def nri_binary(event, risk_old, risk_new) -> NRIResult:
     ----------
     .. [1] Pencina MJ, D'Agostino RB Sr, D'Agostino RB Jr, Vasan RS. *Stat Med* 2008;27:157-172.
     """
-    ev = _as_labels(event, "event")
+    ev = as_labels(event, "event")
     old = _as_class(risk_old, ev.size, "risk_old")
     new = _as_class(risk_new, ev.size, "risk_new")
     up, down = new & ~old, old & ~new
@@ -346,9 +345,9 @@ def bootstrap_nri(time, event, risk_old, risk_new, horizon: float, n_resamples: 
     .. [4] Hyndman RJ, Fan Y. Sample quantiles in statistical packages. *Am Stat* 1996;50:361-365
        (definition 2).
     """
-    seed = _check_seed(seed)
-    n_resamples = _check_n_resamples(n_resamples)
-    level = _check_level(level)
+    seed = check_seed(seed)
+    n_resamples = check_n_resamples(n_resamples)
+    level = check_level(level)
     t, e, up, down, h = _inputs(time, event, risk_old, risk_new, horizon)
     n = t.size
     st = _sorted_times(t, e, h)

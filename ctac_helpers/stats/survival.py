@@ -41,26 +41,22 @@ from lifelines.exceptions import ConvergenceError
 from lifelines.statistics import logrank_test, multivariate_logrank_test
 from scipy import stats
 
-from ctac_helpers.stats.delong import _check_level
+from ctac_helpers.stats.checks import check_columns, check_level
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "COX_ADJUSTERS",
     "COX_FIT_OPTIONS",
-    "HR_SUBGROUPS",
     "LogRankResult",
     "ThresholdMatch",
     "adjusted_hr_by_subgroup",
     "at_risk_table",
     "cox_multivariable",
     "cox_univariate",
-    "covariate_label",
     "kaplan_meier",
     "logrank",
     "match_threshold",
     "query_masks",
-    "risk_covariates",
 ]
 
 
@@ -115,12 +111,6 @@ def _as_groups(group, n: int) -> tuple[np.ndarray, list]:
         # Mixed label types cannot be ordered; keep the order of first appearance (still deterministic).
         pass
     return g, levels
-
-
-def _check_columns(df: pd.DataFrame, columns: Sequence[str], what: str) -> None:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} not in the DataFrame: {missing}; available columns: {list(df.columns)}")
 
 
 def _check_numeric(df: pd.DataFrame, columns: Sequence[str]) -> None:
@@ -282,7 +272,7 @@ def kaplan_meier(time, event, group=None, times=None, *, level: float = 0.95) ->
     .. [2] Kalbfleisch JD, Prentice RL. *The Statistical Analysis of Failure Time Data*, 2nd ed.
        Wiley, 2002 (log-log interval, section 1.4).
     """
-    level = _check_level(level)
+    level = check_level(level)
     t = _as_times(time)
     e = _as_binary(event, t.size, "event")
     g, levels = _as_groups(group, t.size)
@@ -460,8 +450,8 @@ def _survival_frame(df: pd.DataFrame, duration_col: str, event_col: str, covaria
     clash = {duration_col, event_col} & set(covariates)
     if clash:
         raise ValueError(f"{sorted(clash)} cannot be both a covariate and the duration/event column")
-    _check_columns(df, [duration_col, event_col], "duration/event column(s)")
-    _check_columns(df, covariates, "covariate(s)")
+    check_columns(df, [duration_col, event_col], "duration/event column(s)")
+    check_columns(df, covariates, "covariate(s)")
     _check_numeric(df, covariates)
     t = _as_times(df[duration_col], duration_col)
     e = _as_binary(df[event_col].to_numpy(), t.size, event_col)
@@ -553,12 +543,12 @@ def cox_univariate(df: pd.DataFrame, duration_col: str, event_col: str, covariat
     .. [2] Efron B. The efficiency of Cox's likelihood function for censored data. *J Am Stat Assoc*
        1977;72:557-565 (tied death times).
     """
-    level = _check_level(level)
+    level = check_level(level)
     if isinstance(covariates, str):
         raise ValueError(f"covariates must be a list of column names; got the string {covariates!r}")
     report = _check_on_failure(on_failure)
     if report:  # bad input is an error either way; only estimation failures are reported
-        _check_columns(df, [duration_col, event_col, *covariates], "column(s)")
+        check_columns(df, [duration_col, event_col, *covariates], "column(s)")
         _check_numeric(df, list(covariates))
     rows = []
     for c in covariates:
@@ -620,13 +610,13 @@ def cox_multivariable(df: pd.DataFrame, duration_col: str, event_col: str, covar
     .. [2] Harrell FE, Califf RM, Pryor DB, Lee KL, Rosati RA. Evaluating the yield of medical tests.
        *JAMA* 1982;247:2543-2546.
     """
-    level = _check_level(level)
+    level = check_level(level)
     report = _check_on_failure(on_failure)
     columns = _COX_COLUMNS + (["note"] if report else [])
     constant: list[str] = []
     if report and not isinstance(covariates, str) and len(covariates):
         # a covariate constant among the complete rows (a small site) is reported, the others fitted
-        _check_columns(df, [duration_col, event_col, *covariates], "column(s)")
+        check_columns(df, [duration_col, event_col, *covariates], "column(s)")
         _check_numeric(df, list(covariates))
         complete = df[[duration_col, event_col, *covariates]].dropna()
         constant = [c for c in covariates if complete[c].nunique() < 2]
@@ -724,7 +714,7 @@ def adjusted_hr_by_subgroup(df: pd.DataFrame, exposure: str, subgroups: Mapping,
     .. [2] Wang R, Lagakos SW, Ware JH, Hunter DJ, Drazen JM. Statistics in medicine - reporting of
        subgroup analyses in clinical trials. *N Engl J Med* 2007;357:2189-2194.
     """
-    level = _check_level(level)
+    level = check_level(level)
     _check_on_failure(on_failure)
     if not isinstance(subgroups, Mapping) or not subgroups:
         raise ValueError("subgroups must be a non-empty mapping {name: boolean mask or column name}")
@@ -733,7 +723,7 @@ def adjusted_hr_by_subgroup(df: pd.DataFrame, exposure: str, subgroups: Mapping,
     adjust_for = list(adjust_for)
     if exposure in adjust_for:
         raise ValueError(f"exposure {exposure!r} is also listed in adjust_for")
-    _check_columns(df, [exposure, *adjust_for], "exposure/adjuster column(s)")
+    check_columns(df, [exposure, *adjust_for], "exposure/adjuster column(s)")
     _check_numeric(df, [exposure, *adjust_for])
     rows = []
     for name, spec in subgroups.items():
@@ -770,139 +760,8 @@ def adjusted_hr_by_subgroup(df: pd.DataFrame, exposure: str, subgroups: Mapping,
                                        "note"])
 
 
-# ---------------------------------------------------------------------------------------------
-# The paper's covariates and subgroups (data)
-# ---------------------------------------------------------------------------------------------
-
-# Adjusters of the paper's multivariable model (Results, Supplementary Fig. 4), as the 0/1 columns
-# of risk_covariates: 'male' encodes sex with women as the reference.
-COX_ADJUSTERS: tuple[str, ...] = ("age", "male", "hypertension", "dyslipidemia", "diabetes",
-                                  "peripheral_vascular_disease", "prior_mi", "family_history_cad")
-
-# Subgroups of Supplementary Table 7 as pandas queries on risk_covariates' columns. The paper's
-# supplement is not available: these are the strata its text and Table 1 use.
-HR_SUBGROUPS: Mapping[str, str | None] = {
-    "all patients": None,
-    "men": "male == 1",
-    "women": "male == 0",
-    "age < 65": "age < 65",
-    "age >= 65": "age >= 65",
-    "hypertension": "hypertension == 1",
-    "no hypertension": "hypertension == 0",
-    "diabetes": "diabetes == 1",
-    "no diabetes": "diabetes == 0",
-    "normal perfusion": "abnormal_perfusion == 0",
-    "abnormal perfusion": "abnormal_perfusion == 1",
-    "no coronary calcium": "cac_zero == 1",
-    "coronary calcium": "cac_zero == 0",
-}
-
-
-_LABELS = {"ai_high_risk": "AI high risk", "ischemia": "Ischemia (ischemic TPD)",
-           "abnormal_perfusion": "Abnormal perfusion", "cac_gt400": "Severe coronary calcium",
-           "cac_zero": "No coronary calcium", "male": "Male sex"}
-
-
-def covariate_label(name: str) -> str:
-    """Display name of a :func:`risk_covariates` column (the cohort schema's label otherwise)."""
-    if name in _LABELS:
-        return _LABELS[name]
-    from ctac_helpers.core.manifest import variable_label  # the schema is only read when a label is asked for
-    return variable_label(name)
-
-
-def ischemic_tpd(cohort: pd.DataFrame) -> pd.Series:
-    """The ischemic (reversible) perfusion deficit: stress TPD minus rest TPD, in % of the myocardium.
-
-    The paper's reference high-risk class is "ischemia >= 10%" (Fig. 3, the NRI, the AI threshold
-    matched to 4.13% of patients). Stress TPD >= 10% would flag about 13% of a cohort with the
-    paper's Table 1 quartiles; ischemic TPD >= 10% is the reading consistent with 4.13%. Where rest
-    TPD is missing (a site without rest imaging, or no ``rest_tpd`` column) stress TPD stands in.
-
-    Parameters
-    ----------
-    cohort : DataFrame
-        With ``stress_tpd`` and optionally ``rest_tpd``.
-
-    Returns
-    -------
-    Series
-        Indexed like ``cohort``; ``attrs["stress_only"]`` counts the patients for whom stress TPD
-        stood in.
-    """
-    _check_columns(cohort, ["stress_tpd"], "cohort column(s)")
-    stress = pd.to_numeric(cohort["stress_tpd"], errors="coerce")
-    rest = (pd.to_numeric(cohort["rest_tpd"], errors="coerce") if "rest_tpd" in cohort
-            else pd.Series(np.nan, index=cohort.index))
-    out = (stress - rest).where(rest.notna(), stress).rename("ischemic_tpd")
-    out.attrs["stress_only"] = int((rest.isna() & stress.notna()).sum())
-    return out
-
-
-def risk_covariates(cohort: pd.DataFrame, score, threshold: float, *, tpd_ischemia: float = 10.0,
-                    tpd_abnormal: float = 5.0, cac_high: float = 400.0) -> pd.DataFrame:
-    """The 0/1 covariates of the outcome analyses, one row per patient.
-
-    Parameters
-    ----------
-    cohort : DataFrame
-        The cohort table: ``patient_id, followup_years, death, age, sex, stress_tpd, cac_score`` and
-        the clinical history columns of :data:`COX_ADJUSTERS`.
-    score : array-like of shape (n_samples,)
-        The AI score of each patient (out-of-fold), aligned with ``cohort``.
-    threshold : float
-        AI high risk is ``score >= threshold`` (see :func:`match_threshold`).
-    tpd_ischemia, tpd_abnormal : float
-        Ischemic TPD (%, :func:`ischemic_tpd`) at or above which perfusion counts as ischemic
-        (Fig. 3, NRI; the paper: 10) and stress TPD at or above which it is abnormal
-        (Supplementary Fig. 4; the paper's normal perfusion is stress TPD < 5).
-    cac_high : float
-        CAC score above which calcium is severe (the paper: 400).
-
-    Returns
-    -------
-    DataFrame
-        ``patient_id, followup_years, death, score, ai_high_risk, ischemia, abnormal_perfusion,
-        cac_gt400, cac_zero`` and :data:`COX_ADJUSTERS`, indexed like ``cohort``. A covariate is
-        missing (NaN) where its source value is.
-
-    Raises
-    ------
-    ValueError
-        If a column is missing, ``sex`` holds a value other than ``male``/``female``, or ``score``
-        does not have one value per patient.
-    """
-    need = ["patient_id", "followup_years", "death", "sex", "stress_tpd", "cac_score",
-            *[c for c in COX_ADJUSTERS if c != "male"]]
-    _check_columns(cohort, need, "cohort column(s)")
-    s = np.asarray(score, dtype=float)
-    if s.shape != (len(cohort),):
-        raise ValueError(f"score must hold one value per patient ({len(cohort)}); got shape {s.shape}")
-    sex = cohort["sex"]
-    bad = sex.notna() & ~sex.isin(["male", "female"])
-    if bad.any():
-        raise ValueError(f"cohort column 'sex', row {int(np.flatnonzero(bad.to_numpy())[0])}: "
-                         f"{sex[bad].iloc[0]!r}; expected 'male' or 'female'")
-
-    def flag(values: pd.Series, positive: pd.Series) -> pd.Series:
-        return positive.astype(float).where(values.notna())
-
-    tpd, cac, isch = cohort["stress_tpd"], cohort["cac_score"], ischemic_tpd(cohort)
-    out = pd.DataFrame({
-        "patient_id": cohort["patient_id"], "followup_years": cohort["followup_years"],
-        "death": cohort["death"], "score": s, "ai_high_risk": (s >= threshold).astype(float),
-        "ischemia": flag(isch, isch >= tpd_ischemia), "abnormal_perfusion": flag(tpd, tpd >= tpd_abnormal),
-        "cac_gt400": flag(cac, cac > cac_high), "cac_zero": flag(cac, cac == 0),
-        "male": flag(sex, sex == "male"),
-    }, index=cohort.index)
-    for c in COX_ADJUSTERS:
-        if c != "male":
-            out[c] = cohort[c].astype(float)
-    return out
-
-
 def query_masks(df: pd.DataFrame, queries: Mapping[str, str], allow_empty: bool = False) -> dict[str, np.ndarray]:
-    """Boolean masks from pandas query strings, e.g. :data:`HR_SUBGROUPS`.
+    """Boolean masks from pandas query strings, e.g. :data:`ctac_helpers.results.outcomes.HR_SUBGROUPS`.
 
     Parameters
     ----------
