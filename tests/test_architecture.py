@@ -1,0 +1,176 @@
+"""The package's architecture holds: the layers of pyproject.toml, no import circles, no private imports.
+
+The import contract (``[tool.importlinter]`` in ``pyproject.toml``) is checked with import-linter; the
+circles and the private names are checked here from the source (imports inside functions count too).
+"""
+
+import ast
+import importlib
+import json
+import pkgutil
+import re
+from pathlib import Path
+
+import grimp
+import pytest
+from importlinter import api as importlinter_api
+
+import ctac_helpers
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "ctac_helpers"
+SUBPACKAGES = ("core", "stats", "cohort", "imaging", "models", "results", "publish", "pipeline")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _imported_names(tree: ast.AST, module: str, modules: dict[str, Path]):
+    """(line, imported module, name) for every ``from X import name`` and ``mod.name`` of the package."""
+    aliases = {}  # local name -> package module it refers to
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                parts = module.split(".")
+                pkg = parts if modules[module].name == "__init__.py" else parts[:-1]
+                base = ".".join(pkg[: len(pkg) - node.level + 1] + ([base] if base else []))
+            if not base.startswith("ctac_helpers"):
+                continue
+            for a in node.names:
+                target = f"{base}.{a.name}"
+                if target in modules:
+                    aliases[a.asname or a.name] = target
+                else:
+                    yield node.lineno, base, a.name
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("ctac_helpers") and a.asname:
+                    aliases[a.asname] = a.name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            yield node.lineno, aliases[node.value.id], node.attr
+
+
+def private_imports() -> list[str]:
+    """Every place where a module of the package uses another module's private (``_name``) name."""
+    modules = _modules()
+    found = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        for line, source, name in _imported_names(tree, module, modules):
+            if source != module and name.startswith("_") and not name.startswith("__"):
+                found.append(f"{path.relative_to(ROOT)}:{line}: {source}.{name}")
+    return found
+
+
+def test_no_module_imports_another_modules_private_name():
+    assert private_imports() == []
+
+
+def test_the_private_name_scan_finds_one(tmp_path, monkeypatch):
+    # the scan is not vacuous: a module that reaches into another's private helper is reported
+    src = "from ctac_helpers.stats.delong import auc, _hidden\nfrom ctac_helpers.stats import checks\nchecks._x\n"
+    tree = ast.parse(src)
+    modules = {"ctac_helpers.stats.nri": PACKAGE / "stats" / "nri.py",
+               "ctac_helpers.stats.checks": PACKAGE / "stats" / "checks.py"}
+    hits = [(s, n) for _, s, n in _imported_names(tree, "ctac_helpers.stats.nri", modules) if n.startswith("_")]
+    assert hits == [("ctac_helpers.stats.delong", "_hidden"), ("ctac_helpers.stats.checks", "_x")]
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan), i.e. the import circles."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+    counter = [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if not w.startswith("ctac_helpers"):
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for m in sorted(graph.modules):
+        if m.startswith("ctac_helpers") and m not in index:
+            visit(m)
+    return out
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return grimp.build_graph("ctac_helpers", include_external_packages=False)
+
+
+def test_no_import_circles(graph):
+    # imports inside functions count: a lazy import still ties the two modules together
+    assert _cycles(graph) == []
+
+
+def test_the_circle_check_finds_one():
+    g = grimp.ImportGraph()
+    for m in ("ctac_helpers.a", "ctac_helpers.b", "ctac_helpers.c"):
+        g.add_module(m)
+    g.add_import(importer="ctac_helpers.a", imported="ctac_helpers.b")
+    g.add_import(importer="ctac_helpers.b", imported="ctac_helpers.c")
+    assert _cycles(g) == []
+    g.add_import(importer="ctac_helpers.c", imported="ctac_helpers.a")
+    assert _cycles(g) == [["ctac_helpers.a", "ctac_helpers.b", "ctac_helpers.c"]]
+
+
+def test_import_contracts_hold():
+    # the layers of pyproject.toml ([tool.importlinter]); lint-imports runs the same check
+    config = str(ROOT / "pyproject.toml")
+    assert importlinter_api.read_configuration(config)  # the contracts are there
+    from importlinter.cli import lint_imports
+    assert lint_imports(config_filename=config, no_cache=True) == 0
+
+
+def test_every_subpackage_lists_its_public_names():
+    for sub in SUBPACKAGES:
+        pkg = importlib.import_module(f"ctac_helpers.{sub}")
+        modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+        assert set(pkg._MODULES) == modules, sub  # every module is public or deliberately listed
+        for name in pkg.__all__:
+            assert getattr(pkg, name) is not None, (sub, name)
+
+
+_NB_IMPORT = re.compile(r"^\s*(from\s+(ctac_helpers\S*)\s+import\s+(.+)|import\s+(ctac_helpers\S*))", re.M)
+
+
+def test_notebooks_import_only_public_names_of_subpackages():
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(nb.read_text())["cells"]
+        for cell in cells:
+            if cell["cell_type"] != "code":
+                continue
+            for m in _NB_IMPORT.finditer("".join(cell["source"])):
+                assert m.group(4) is None, f"{nb.name}: {m.group(0).strip()}"
+                package, names = m.group(2), [n.split(" as ")[0].strip() for n in m.group(3).split(",")]
+                pkg = importlib.import_module(package)
+                assert package == "ctac_helpers.definitions" or hasattr(pkg, "_MODULES"), \
+                    f"{nb.name}: imports from {package}, not from a subpackage"
+                public = getattr(pkg, "__all__", [])
+                assert all(n in public for n in names), f"{nb.name}: {m.group(0).strip()} (public: {public})"
