@@ -174,3 +174,68 @@ def test_notebooks_import_only_public_names_of_subpackages():
                     f"{nb.name}: imports from {package}, not from a subpackage"
                 public = getattr(pkg, "__all__", [])
                 assert all(n in public for n in names), f"{nb.name}: {m.group(0).strip()} (public: {public})"
+
+
+# -- the generated Architecture page ----------------------------------------------------------------
+
+from ctac_helpers.core.stages import STAGES  # noqa: E402
+from ctac_helpers.publish import architecture  # noqa: E402
+
+_CHAPTER = '''
+from ctac_helpers.publish import figures, plots
+from ctac_helpers.results import discrimination as disc
+from ctac_helpers.models import cv as models
+from ctac_helpers.core import RunDir
+rd = RunDir("run")
+cv = models.cross_validate(cohort, None)
+table = disc.auc_table(y, cv.scores())
+if extra:
+    table = disc.subset_comparison_table(y, table)
+figures.show_table(rd, "supp_table3", table, "caption")
+def panel(name):
+    return plots.roc_panels([disc.roc_curves(y, name)], "t")
+fig = panel("all")
+figures.show_figure(rd, "fig1", fig, "caption")
+fig = plots.forest(table, estimate="hr", label="x", xlabel="x", title="t")
+figures.show_figure(rd, "fig3", fig, "caption")
+'''
+
+
+def test_helper_calls_follow_the_published_variables_back():
+    found = architecture.helper_calls(_CHAPTER)
+    assert found["supp_table3"] == {"kind": "table", "helpers": [
+        "ctac_helpers.results.discrimination.subset_comparison_table", "ctac_helpers.results.discrimination.auc_table",
+        "ctac_helpers.models.cv.cross_validate"]}
+    # a chapter's own function is read; a later assignment of the same name is not
+    assert found["fig1"]["helpers"] == ["ctac_helpers.publish.plots.roc_panels",
+                                        "ctac_helpers.results.discrimination.roc_curves"]
+    assert found["fig3"]["helpers"][0] == "ctac_helpers.publish.plots.forest"
+    assert "ctac_helpers.publish.plots.roc_panels" not in found["fig3"]["helpers"]
+    assert not any(h.startswith("ctac_helpers.core.") for e in found.values() for h in e["helpers"])
+
+
+def test_the_id_table_covers_every_paper_id_the_book_shows():
+    rows = {r["id"]: r for r in architecture.id_table()}
+    shown = {t for s in STAGES for t in (*s.tables, *s.figures) if architecture.PAPER_ID.match(t)}
+    assert shown <= set(rows)
+    for tid in shown:
+        assert rows[tid]["notebooks"], tid  # a chapter publishes it under its own id
+        assert rows[tid]["helpers"], tid  # and the functions that compute it are found
+        for helper in rows[tid]["helpers"]:
+            module, _, name = helper.rpartition(".")
+            assert hasattr(importlib.import_module(module), name), helper
+    assert rows["table1"]["notebooks"] == ["01_cohort.ipynb"]
+    assert "ctac_helpers.cohort.tables.baseline_table" in rows["table1"]["helpers"]
+    assert "ctac_helpers.stats.nri.bootstrap_nri" in rows["nri"]["helpers"]
+
+
+def test_architecture_page_is_read_from_the_code():
+    page = architecture.architecture_page(docs=["notebooks/01_cohort"])
+    order = architecture.layers()
+    assert order[0] == "pipeline" and order[-1] == "definitions"
+    assert page.index(order[0]) < page.index(order[-1] + " ")  # the picture draws them top to bottom
+    for sub in SUBPACKAGES:
+        assert f"### `ctac_helpers.{sub}`" in page
+    assert "| `table1` | [01_cohort](../notebooks/01_cohort.ipynb) | table |" in page
+    assert "| `supp_table3` | `05_models` |" in page  # not in the given docs: named, not linked
+    assert str(ROOT) not in page

@@ -8,6 +8,7 @@ Jupyter Book never executes anything here (``execute_notebooks: off``): papermil
     book/scorecard.md, book/intervals.md, book/status.md  generated from <run_dir>/tables/ and run.json
     book/_generated/reproduced.md                         generated from <run_dir>/tables/ (the front page includes it)
     book/generator_fit.md                                 generated from data_manifest/generator.yaml
+    book/architecture.md                                  generated from the code (pyproject.toml, notebooks/)
     notebooks/<name>.ipynb                                from <run_dir>/executed/ (not *.failed.ipynb)
     run/tables/, run/figures/                             from <run_dir>/ (for download links)
 
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from ctac_helpers.publish import architecture as architecture_mod
 from ctac_helpers.publish import intervals as intervals_mod
 from ctac_helpers.core import manifest
 from ctac_helpers.publish import scorecard as scorecard_mod
@@ -75,7 +77,8 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
     ``book/scorecard.md`` (:func:`ctac_helpers.publish.scorecard.scorecard_page` of the run's tables),
     ``book/intervals.md`` (:func:`ctac_helpers.publish.intervals.intervals_page`: the run's confidence intervals
     beside the paper's), ``book/generator_fit.md`` (:func:`ctac_helpers.publish.scorecard.generator_fit_page` of
-    ``data_manifest/generator.yaml``), ``book/status.md`` (:func:`ctac_helpers.publish.scorecard.status_page` of
+    ``data_manifest/generator.yaml``), ``book/architecture.md``
+    (:func:`ctac_helpers.publish.architecture.architecture_page`, from the code), ``book/status.md`` (:func:`ctac_helpers.publish.scorecard.status_page` of
     its ``run.json``) and :data:`FRONT_SUMMARY`, what the run reproduces, which the front page includes
     (:func:`ctac_helpers.publish.scorecard.front_summary`). Pages of the same name copied from the repository
     are replaced.
@@ -106,6 +109,7 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
                                                      page_dir="book"),
         "generator_fit.md": scorecard_mod.generator_fit_page(manifest.generator_file(), table),
         "status.md": scorecard_mod.status_page(run_json),
+        "architecture.md": architecture_mod.architecture_page(docs=names),
         # not a page: the front page (book/intro.md) includes it
         FRONT_SUMMARY: scorecard_mod.front_summary(table, docs=names, page_dir="book"),
     }
