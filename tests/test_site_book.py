@@ -209,8 +209,10 @@ def test_no_part_of_the_site_folders_path_in_the_run_directory_or_the_book(site_
     made, run_dir, out = site_book
     share = made.paths["config"].parent.parent
     assert share.name == SHARE and run_dir.is_relative_to(share) and out.is_relative_to(share)
+    # the share holds the site folder `mysite`, whose name the site chose: the run is published as runs/mysite
     parts = path_parts(share)
     assert SHARE in parts and len(parts) >= 3
+    # the published HTML; Sphinx's caches beside it (_build/.doctrees) record where it built, as any build does
     hits = find_parts([run_dir, out / "_build" / "html"], parts)
     assert hits == [], f"{len(hits)} path part(s) found, e.g. {hits[:5]}"
     # the parameter cells show what the run used, by label
