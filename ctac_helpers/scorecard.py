@@ -68,7 +68,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import manifest
+from . import beyond_results, manifest
 from .stages import STAGES, execution_order
 from .subgroups import PAPER_KEYS as _SUBGROUP_PAPER_KEYS
 from .subgroups import SUBGROUPS
@@ -82,7 +82,8 @@ TOLERANCE_KINDS = ("auc", "subgroup_auc", "p_value", "interval", "percent", "thr
 #: Kinds whose tolerance is a rule named by text, not a number: kind -> the one allowed value.
 _TEXT_KINDS = {"cohort": "calibration", "interval": "paper_ci"}
 #: The row groups, in the order the page reports them, with their headings.
-GROUPS: dict[str, str] = {"fitted": "Fitted to", "held_out": "Held out", "margins": "Cohort margins"}
+GROUPS: dict[str, str] = {"fitted": "Fitted to", "held_out": "Held out", "margins": "Cohort margins",
+                          beyond_results.OWN_GROUP: "Beyond the paper"}
 #: Table id -> the chapter notebook (``notebooks/<stem>``) that writes it.
 TABLE_CHAPTERS: dict[str, str] = {t: f"notebooks/{Path(s.notebook).stem}" for s in STAGES for t in s.tables}
 
@@ -221,6 +222,7 @@ def row_keys() -> list[str]:
     keys += list(_FIXED_KEYS)
     keys += [f"nri/{c}" for c in ((pv.get("nri") or {}).get("values") or {})]
     keys += [f"supp_fig4/hr/{c}" for c in ((pv.get("supp_fig4") or {}).get("hr") or {})]
+    keys += beyond_results.own_keys()
     return list(dict.fromkeys(keys))
 
 
@@ -766,9 +768,15 @@ def _supp_table7_rows(run_dir: Path, tol: dict) -> list[dict]:
 
 
 #: Scorecard items in the paper's order: each reads its tables and returns rows.
+def _own_rows(run_dir: Path, tol: dict) -> list[dict]:
+    """Chapter 8's results, the book's own (:mod:`ctac_helpers.beyond_results`): no paper value, no tolerance."""
+    return beyond_results.own_rows(run_dir)
+
+
+#: Scorecard items in the paper's order (the book's own results last): each reads its tables and returns rows.
 _ITEMS: tuple[Callable[[Path, dict], list[dict]], ...] = (
     _cohort_rows, _auc_rows, _supp_table10_rows, _fig2_rows, _supp_fig3_rows, _supp_table6_rows,
-    _fig3_rows, _nri_rows, _supp_fig4_rows, _supp_table7_rows,
+    _fig3_rows, _nri_rows, _supp_fig4_rows, _supp_table7_rows, _own_rows,
 )
 
 
@@ -814,7 +822,7 @@ def scorecard(run_dir: str | os.PathLike) -> pd.DataFrame:
         if r["key"] in unique:  # a run table that repeats a row: the first one counts
             logger.warning("scorecard: a second row with the key %s is left out", r["key"])
             continue
-        if r["group"] != "margins":
+        if r["group"] not in ("margins", beyond_results.OWN_GROUP):
             r["group"] = "fitted" if r["key"] in targets else "held_out"
         unique[r["key"]] = r
     rows = list(unique.values())
@@ -881,7 +889,8 @@ def item_label(item: str) -> str:
     if m:
         kind = "Table" if m.group(2) == "table" else "Fig."
         return f"{'Supplementary ' if m.group(1) else ''}{kind} {m.group(3)}"
-    return {"cohort": "Results text", "calibration": "Calibration", "nri": "NRI (Results text)"}.get(item, item)
+    return {"cohort": "Results text", "calibration": "Calibration", "nri": "NRI (Results text)",
+            **beyond_results.ITEM_LABELS}.get(item, item)
 
 
 def _chapter_link(where: str, docs: Collection[str] | None, page_dir: str) -> str:
@@ -981,6 +990,11 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
     summary = group_summary(table)
     texts = []
     for group, heading in GROUPS.items():
+        if group == beyond_results.OWN_GROUP:  # nothing to compare: counted, listed last
+            n_own = int((table["group"] == group).sum())
+            if n_own:
+                texts.append(f"**{heading}:** {n_own} rows of the book's own results (no paper value)")
+            continue
         n_within, n = summary[group]
         share = f" ({100 * n_within / n:.0f}%)" if group == "held_out" and n else ""
         texts.append(f"**{heading}:** {n_within} of {n} within{share}")
