@@ -11,7 +11,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from ctac_helpers import models, stability, synth
+from ctac_helpers import models, stability
 
 SEED = 11
 FAST = {**models.AUTHORS_FIXED_PARAMS, "eta": 0.3}  # few fast-learning trees: the procedure, not the model
@@ -19,11 +19,8 @@ GRID = {"colsample_bytree": [0.8, 1.0], "n_estimators": [30], "max_depth": [2], 
 
 
 @pytest.fixture(scope="module")
-def data(small_dataset):
-    cohort = small_dataset.cohort.iloc[:400].reset_index(drop=True)
-    ct = small_dataset.ct_features
-    ct = ct[ct["patient_id"].isin(cohort["patient_id"])].reset_index(drop=True)
-    return synth.SyntheticDataset(cohort=cohort, ct_features=ct, latent=None)
+def data(dataset_400):
+    return dataset_400
 
 
 def test_executed_parameters_reads_the_cell_and_the_injected_values(tmp_path):
