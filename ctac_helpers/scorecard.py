@@ -46,8 +46,10 @@ pairs of Supplementary Fig. 3 every pair whose printed AUCs differ (a printed ti
 :func:`row_keys` lists every key the paper's values allow. Each row's ``group`` says what agreement
 means: ``margins`` (the cohort numbers; the synthetic cohort is calibrated to Tables 1-2 by
 construction), ``fitted`` (the keys listed in ``generator_targets`` of ``paper_values.yaml``: the
-generator's structural constants are fitted to them, :func:`generator_targets`) and ``held_out``
-(every other row: a test of the generator's structure). ``scorecard_notes`` in ``paper_values.yaml``
+generator's structural constants are fitted to them, :func:`generator_targets`), ``held_out``
+(every other row: a test of the generator's structure) and ``own`` (chapter 8's results, which the paper
+does not report: no paper value and no criterion; :mod:`ctac_helpers.beyond_results` gives their keys,
+``own/...``). ``scorecard_notes`` in ``paper_values.yaml``
 may give, per key, one sentence on why the book may miss the row (:func:`scorecard_notes`).
 :func:`holds_by_key` counts, across several run directories, how often each row holds.
 
@@ -767,7 +769,6 @@ def _supp_table7_rows(run_dir: Path, tol: dict) -> list[dict]:
                  within=bool((hr > bound).all()), criterion=f"every subgroup above {bound:g}")]
 
 
-#: Scorecard items in the paper's order: each reads its tables and returns rows.
 def _own_rows(run_dir: Path, tol: dict) -> list[dict]:
     """Chapter 8's results, the book's own (:mod:`ctac_helpers.beyond_results`): no paper value, no tolerance."""
     return beyond_results.own_rows(run_dir)

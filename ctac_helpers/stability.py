@@ -16,8 +16,9 @@ Drawn again in every repeat (:func:`fixed_cv`)
     each fold's training patients (training on the 80% part, as chapter 5's fold models do) and
     xgboost's seed (row and column subsampling) in every fold.
 
-The first repeat uses chapter 5's own seed, so that it differs from chapter 5 only in the kept
-choices: how far its AUCs lie from chapter 5's shows what fixing the choices costs. A learning curve
+The first repeat uses chapter 5's own seed, so that with chapter 5's number of folds it differs from
+chapter 5 only in the kept choices: how far its AUCs lie from chapter 5's shows what fixing the choices
+costs (fewer folds, which the paper profile uses to save time, also train on fewer patients). A learning curve
 refits the models, on the first repeat's folds, on stratified random shares of each fold's training
 part and tests them on the same test folds.
 
