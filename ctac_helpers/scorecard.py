@@ -1242,7 +1242,8 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
         if sub.empty:
             continue
         rows = [[_cell(item_label(r.item)), _cell(r.quantity), _cell(r.paper), _cell(r.book),
-                 _within_cell(r.within, r.difference, r.tolerance), _chapter_link(r.where, docs, page_dir)]
+                 "no paper value" if group == beyond_results.OWN_GROUP
+                 else _within_cell(r.within, r.difference, r.tolerance), _chapter_link(r.where, docs, page_dir)]
                 for r in sub.itertuples(index=False)]
         # the theme's compact table style: six columns of wrapped text fit a 1280-pixel page
         parts += [f"### {heading}", "", "```{table}", ":class: table-sm small", "",

@@ -63,11 +63,11 @@ def test_the_scorecard_lists_them_last_without_a_criterion(tmp_path):
     own = table[table["group"] == "own"]
     assert len(own) == len(br.own_rows(tmp_path)) and list(table["group"])[-len(own):] == ["own"] * len(own)
     page = sc.scorecard_page(table)
-    assert f"**Beyond the paper:** {len(own)} rows of the book's own results (no paper value)" in page
+    assert f"{len(own)} further rows are the book's own results (chapter 8), with no paper value" in page
     assert "### Beyond the paper" in page
     line = next(ln for ln in page.splitlines() if "own results" not in ln and "Learning curve" in ln)
     assert line.startswith("| Learning curve (book figure) | AUC of All, smallest training share")
-    assert line.endswith("| no paper value |  | [chapter 8](../notebooks/08_beyond.ipynb) |")
+    assert line.endswith("| no paper value | [chapter 8](../notebooks/08_beyond.ipynb) |")
 
 
 @pytest.mark.parametrize("table, gone", [("calibration_metrics", "own/calibration/"),
