@@ -23,6 +23,15 @@ def small_dataset():
 
 
 @pytest.fixture(scope="session")
+def dataset_400(small_dataset):
+    """The first 400 patients of the small synthetic cohort and their CT features (model tests)."""
+    cohort = small_dataset.cohort.iloc[:400].reset_index(drop=True)
+    ct = small_dataset.ct_features
+    ct = ct[ct["patient_id"].isin(cohort["patient_id"])].reset_index(drop=True)
+    return synth.SyntheticDataset(cohort=cohort, ct_features=ct, latent=None)
+
+
+@pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """The quick profile, run and built into a temporary directory: ``(root, run_dir)``, the book in
     ``root / "_build" / "html"`` (once per test session; test_end_to_end.py)."""

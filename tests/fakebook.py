@@ -26,7 +26,7 @@ NOTEBOOKS = {
     "up.ipynb": (
         'run_dir: str = "runs/x"  # run directory\nseed: int = 1  # global seed\nn: int = 3  # rows',
         "import pandas as pd\nfrom ctac_helpers.core.rundir import RunDir\n\nrd = RunDir(run_dir)\n"
-        'rd.write_artifact("up", pd.DataFrame({"x": range(n), "seed": seed}))',
+        'rd.write_artifact("up", pd.DataFrame({"x": range(n), "seed": seed}));',
     ),
     "down.ipynb": (
         'run_dir: str = "runs/x"  # run directory\nscale: int = 1  # multiplier\n'
@@ -38,7 +38,7 @@ NOTEBOOKS = {
     "report.ipynb": (
         'run_dir: str = "runs/x"  # run directory',
         "from ctac_helpers.core.rundir import RunDir\n\nrd = RunDir(run_dir)\n"
-        'rd.write_table("report", rd.read_artifact("down").describe().reset_index())',
+        'rd.write_table("report", rd.read_artifact("down").describe().reset_index());',
     ),
 }
 

@@ -63,7 +63,7 @@ def private_imports() -> list[str]:
     modules = _modules()
     found = []
     for module, path in modules.items():
-        tree = ast.parse(path.read_text(), str(path))
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         for line, source, name in _imported_names(tree, module, modules):
             if source != module and name.startswith("_") and not name.startswith("__"):
                 found.append(f"{path.relative_to(ROOT)}:{line}: {source}.{name}")
@@ -162,7 +162,7 @@ _NB_IMPORT = re.compile(r"^\s*(from\s+(ctac_helpers\S*)\s+import\s+(.+)|import\s
 
 def test_notebooks_import_only_public_names_of_subpackages():
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
-        cells = json.loads(nb.read_text())["cells"]
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
         for cell in cells:
             if cell["cell_type"] != "code":
                 continue

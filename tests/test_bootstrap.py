@@ -23,7 +23,7 @@ def test_replicates_are_the_aucs_of_the_resampled_data(stratified):
     y, scores = _data(300, 0)
     reps = bootstrap.bootstrap_auc_replicates(y, scores, 20, seed=5, stratified=stratified)
     assert list(reps.columns) == ["m0", "m1", "m2"] and len(reps) == 20
-    draws = bootstrap._resample_indices(y == 1, 20, 5, stratified)
+    draws = bootstrap.resample_indices(y == 1, 20, 5, stratified)
     for b, idx in enumerate(draws):
         for name, s in scores.items():
             assert reps.loc[b, name] == pytest.approx(delong.auc(y[idx], s[idx]), abs=1e-12)
@@ -33,8 +33,8 @@ def test_stratification_keeps_class_counts():
     y, _ = _data(500, 1)
     labels = y == 1
     m = int(labels.sum())
-    strat = [int(labels[idx].sum()) for idx in bootstrap._resample_indices(labels, 50, 3, True)]
-    free = [int(labels[idx].sum()) for idx in bootstrap._resample_indices(labels, 50, 3, False)]
+    strat = [int(labels[idx].sum()) for idx in bootstrap.resample_indices(labels, 50, 3, True)]
+    free = [int(labels[idx].sum()) for idx in bootstrap.resample_indices(labels, 50, 3, False)]
     assert strat == [m] * 50
     assert len(set(free)) > 5  # unstratified class counts vary
 

@@ -53,6 +53,39 @@ def test_html_pages(built):
     assert "<img" in cohort  # the flow diagram is rendered
 
 
+def test_no_local_path_published_and_a_downloaded_notebook_reruns_from_the_project_root(
+        built, tmp_path, monkeypatch):
+    """``root`` plays the project root (it holds runs/quick): a reader re-runs a chapter downloaded from the book."""
+    import shutil
+
+    import papermill
+
+    from ctac_helpers.core import paths
+    from ctac_helpers.core.rundir import file_sha256
+
+    root, run_dir = built
+    html = root / "_build" / "html"
+    for folder in (run_dir, html):
+        for path in (p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".ipynb", ".html", ".md",
+                                                                                   ".txt", ".csv", ".parquet")):
+            assert str(root) not in path.read_bytes().decode("latin-1"), path
+    download = tmp_path / "download"
+    download.mkdir()
+    shutil.copy(html / "_sources" / "notebooks" / "01_cohort.ipynb", download)
+    recorded = json.loads((run_dir / "run.json").read_text())["stages"]["cohort"]["outputs"]
+    for rel in recorded:  # moved away, so the re-run must write them again
+        (run_dir / rel).rename(tmp_path / rel.replace("/", "_"))
+    monkeypatch.delenv(paths.LOCATIONS_ENV, raising=False)
+    try:
+        papermill.execute_notebook(str(download / "01_cohort.ipynb"), str(download / "out.ipynb"), cwd=str(root),
+                                   kernel_name="python3", progress_bar=False)
+        assert {rel: file_sha256(run_dir / rel) for rel in recorded} == recorded
+    finally:  # the session's run directory stays as the other tests expect it
+        for rel in recorded:
+            if not (run_dir / rel).is_file():
+                (tmp_path / rel.replace("/", "_")).rename(run_dir / rel)
+
+
 def test_second_run_with_nothing_changed_executes_nothing(built):
     _, run_dir = built
     executed = {p: p.stat().st_mtime_ns for p in (run_dir / "executed").glob("*.ipynb")}

@@ -11,7 +11,6 @@ import xgboost as xgb
 
 from ctac_helpers.core import manifest
 from ctac_helpers.models import cv as models
-from ctac_helpers.cohort import synth
 
 SEED = 11
 # Few, shallow, fast-learning trees: the tests check the procedure, not the model.
@@ -20,12 +19,9 @@ GRID = {"colsample_bytree": [0.8, 1.0], "n_estimators": [30], "max_depth": [2], 
 
 
 @pytest.fixture(scope="module")
-def data(small_dataset):
+def data(dataset_400):
     """The first 400 patients of the session's small synthetic cohort (generated once)."""
-    cohort = small_dataset.cohort.iloc[:400].reset_index(drop=True)
-    ct = small_dataset.ct_features
-    ct = ct[ct["patient_id"].isin(cohort["patient_id"])].reset_index(drop=True)
-    return synth.SyntheticDataset(cohort=cohort, ct_features=ct, latent=None)
+    return dataset_400
 
 
 @pytest.fixture(scope="module")

@@ -322,7 +322,7 @@ def test_rerun_after_kill_in_models_reruns_only_models_and_after(killed_in_model
     log = _finish(k["config"], k["run_dir"], k["root"] / "run-4.log")
     ran, skipped = _ran_and_skipped(log)
     assert skipped == EARLIER
-    assert ran == ["models", "subgroups", "survival"]
+    assert ran == ["models", "subgroups", "survival", "beyond"]
     for path, (mtime, content) in k["earlier"].items():
         assert path.stat().st_mtime_ns == mtime and path.read_bytes() == content, f"{path} was rewritten"
     record, _ = check_integrity(k["run_dir"])

@@ -6,9 +6,12 @@ import shutil
 import stat
 import time
 
+import nbformat
+import papermill
 import pytest
 
 import fakebook
+from ctac_helpers.core import paths
 from ctac_helpers.pipeline import runner
 from ctac_helpers.core.rundir import file_sha256
 from ctac_helpers.cohort.validate import ValidationError
@@ -82,6 +85,37 @@ def test_first_run_executes_every_stage_and_records_it(baseline):
     assert "run_dir" not in json.dumps(record["stages"])  # records hold no machine-specific paths
     for rec in record["stages"].values():
         assert {"key", "status", "notebook", "started", "finished", "duration_s"} <= set(rec)
+
+
+@pytest.mark.slow
+def test_no_local_path_is_published_and_a_downloaded_notebook_reruns_from_the_project_root(
+        tmp_path, notebooks, monkeypatch):
+    project = tmp_path / "Dr_Quillon_private_share"  # a folder name that must not be published
+    run_dir = project / "runs" / "fake"
+    run(run_dir, notebooks, fakebook.config(up={"n": 4}))
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            text = path.read_bytes().decode("latin-1")
+            assert "Dr_Quillon" not in text and str(tmp_path) not in text, path
+            assert str(notebooks) not in text, path  # nor the folder of the source notebooks
+    nb = nbformat.read(run_dir / "executed" / "up.ipynb", as_version=4)
+    # one parameters cell, showing what the run used (no defaults followed by an injected cell)
+    assert [c.source for c in nb.cells if "parameters" in c.metadata.get("tags", [])] == [
+        'run_dir: str = "runs/fake"  # run directory\nseed: int = 7  # global seed\nn: int = 4  # rows']
+    assert not [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert nb.metadata["papermill"]["input_path"] == "notebooks/up.ipynb"
+
+    # downloaded, then re-run with papermill from the project root: the same outputs, in the same place
+    download = tmp_path / "download"
+    download.mkdir()
+    shutil.copy(run_dir / "executed" / "down.ipynb", download / "down.ipynb")
+    recorded = json.loads((run_dir / "run.json").read_text())["stages"]["down"]["outputs"]
+    for rel in recorded:
+        (run_dir / rel).unlink()
+    monkeypatch.delenv(paths.LOCATIONS_ENV, raising=False)
+    papermill.execute_notebook(str(download / "down.ipynb"), str(download / "out.ipynb"), cwd=str(project),
+                               kernel_name="python3", progress_bar=False)
+    assert {rel: file_sha256(run_dir / rel) for rel in recorded} == recorded
 
 
 @pytest.mark.slow

@@ -369,5 +369,66 @@ def test_site_labels_in_the_configuration(tmp_path):
     assert not [p for p in s.validate(check_images=False) if p.severity == "error"]
     assert config.stage_parameters(cfg, "data")["site_labels"] == ["MyHospital"]
     s.paths["config"].write_text(text.replace("labels: [MyHospital]", "labels: MyHospital"))
-    with pytest.raises(ValueError, match="site.labels' must be a list of site names"):
+    with pytest.raises(ValueError, match="site.labels' must be a list of codes"):
         s.config()
+
+
+def test_manifest_text_columns_hold_declared_codes_only(tmp_path):
+    """Free text in `site` or `protocol` is refused, naming file, row, column, value and the allowed codes."""
+    s = sf.make_site(tmp_path)
+    s.scans[2]["site"] = "Saint Fictitia Heart Institute, Dr Winterbottom"
+    s.scans[4]["protocol"] = "CT AC low dose 2019-03-04 MRN1234567"
+    s.write()
+    errors = {p.column: p for p in s.validate(check_images=False) if p.severity == "error"}
+    assert set(errors) == {"site", "protocol"}
+    for column, k, value, allowed, key in (
+            ("site", 2, "Saint Fictitia Heart Institute, Dr Winterbottom", "'Calgary', 'Yale', 'Columbia', 'Ottawa'",
+             "site.labels"),
+            ("protocol", 4, "CT AC low dose 2019-03-04 MRN1234567",
+             "'low_dose_120kvp', 'low_dose_100kvp', 'ultra_low_dose_120kvp'", "site.protocols")):
+        p = errors[column]
+        assert (p.file, p.row, p.value) == (str(s.paths["scans"]), s.row("scans", k), repr(value))
+        assert allowed in p.expected and key in p.expected
+    with pytest.raises(ValidationError, match="column 'site': got 'Saint Fictitia"):
+        site.load_scans(s.paths["scans"], s.paths["secret"])
+
+    # the site's own codes, declared in its configuration, pass in the manifest and in the cohort table
+    s.scans[2]["site"] = s.cohort[2]["site"] = "MyHospital"
+    s.scans[4]["protocol"] = s.cohort[4]["ct_protocol"] = "low_dose_140kvp"
+    s.write()
+    assert {p.column for p in s.validate(check_images=False) if p.severity == "error"} == {"site", "ct_protocol",
+                                                                                           "protocol"}
+    text = s.paths["config"].read_text()
+    text = text.replace("# labels: [MyHospital]", "labels: [MyHospital]").replace(
+        "# protocols: [low_dose_140kvp]", "protocols: [low_dose_140kvp]")
+    s.paths["config"].write_text(text)
+    cfg = s.config()
+    assert not [p for p in s.validate(check_images=False) if p.severity == "error"]
+    assert config.stage_parameters(cfg, "segmentation")["site_protocols"] == ["low_dose_140kvp"]
+    cohort = site.load_cohort(s.paths["cohort"], s.paths["secret"], site_labels=["MyHospital"],
+                              site_protocols=["low_dose_140kvp"])
+    scans = site.load_scans(s.paths["scans"], s.paths["secret"], site_labels=["MyHospital"],
+                            site_protocols=["low_dose_140kvp"])
+    assert cohort.loc[4, "ct_protocol"] == scans.loc[4, "protocol"] == "low_dose_140kvp"
+    s.paths["config"].write_text(text.replace("protocols: [low_dose_140kvp]", "protocols: low_dose_140kvp"))
+    with pytest.raises(ValueError, match="site.protocols' must be a list of codes"):
+        s.config()
+
+
+def test_load_scans_drops_columns_outside_the_schema_and_names_the_file_by_its_label(tmp_path):
+    s = sf.make_site(tmp_path)
+    for i, scan in enumerate(s.scans):
+        scan["notes"] = f"ZANDERVELT{i:04d}^BRUNO seen by Dr Winterbottom"
+    s.scans[3]["cac_score"] = -5
+    s.write()
+    columns = sf.template_lines(s.paths["scans"])[1] + ["notes"]
+    sf.write_table(s.paths["scans"], s.scans, columns)
+    with pytest.raises(ValidationError) as err:
+        site.load_scans(s.paths["scans"], s.paths["secret"], name="scans.csv")
+    assert f"scans.csv, row {s.row('scans', 3)}, column 'cac_score'" in str(err.value)
+    assert str(tmp_path) not in str(err.value)  # the label, not the path
+    s.scans[3]["cac_score"] = None
+    sf.write_table(s.paths["scans"], s.scans, columns)
+    scans = site.load_scans(s.paths["scans"], s.paths["secret"])
+    assert "notes" not in scans.columns and not scans.astype(str).apply(
+        lambda c: c.str.contains("ZANDERVELT")).any().any()

@@ -2,8 +2,11 @@
 
 ``ctac-book example-site`` writes 200 made-up patients whose cohort table, scan manifest and DICOM
 headers carry hospital-like identifiers (record numbers, accession numbers, names, birth dates, the
-institution, the referring physician, study dates). The book is validated, run and built from them;
-then every file of the run directory and of the built book is searched for every identifier. One scan's
+institution, the referring physician, study dates). Here the site also names its scan folders and
+label files after the patients and keeps free-text notes in both tables, and it lies in a folder
+whose name a hospital share or a home folder might have. The book is validated, run and built from
+it; then every file of the run directory and of the built book is searched for every identifier, and
+for every part of that folder's absolute path. One scan's
 label map has lost its heart, as a real site's can: the book must exclude that scan with its reason and
 analyse the other patients.
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import html as htmllib
+import io
 import json
 import re
 
@@ -34,6 +38,10 @@ SPACING = (7.8, 7.8, 10.0)
 # The scan whose label map loses its heart (index into the example site's scans; no Agatston score or
 # pericardium mask of the site's own, so CAC and EAT both need the heart).
 HEARTLESS = 1
+#: The folder the site, its run directory and the book are made in: no part of its path may be published.
+SHARE = "Dr_Quintavalle_Zorblax_cardiology_share"
+#: Parts of a temporary folder's path too common to mean anything when found (``/tmp``, macOS's ``/var/folders``).
+_GENERIC_PARTS = {"tmp", "var", "folders", "private", "T", "home", "Users"}
 
 
 def _texts(path) -> list[str]:
@@ -102,12 +110,53 @@ def remove_heart(path) -> None:
     out = sitk.GetImageFromArray(arr)
     out.CopyInformation(labels)
     sitk.WriteImage(out, str(path), True)
+def _read_site_table(path) -> tuple[list[str], pd.DataFrame]:
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    comments = [ln for ln in lines if ln.startswith("#")]
+    return comments, pd.read_csv(io.StringIO("".join(lines[len(comments):])), dtype=str, keep_default_na=False)
+
+
+def _write_site_table(path, comments: list[str], df: pd.DataFrame) -> None:
+    path.write_text("".join(comments) + df.to_csv(index=False, lineterminator="\n"), encoding="utf-8")
+
+
+def _folder_name(who) -> str:
+    return f"{who['patient_id']}_{who['name'].replace('^', '_')}_{who['study_date']}"
+
+
+def add_identifiers_a_site_would(made) -> list[str]:
+    """Name the scans' folders and label files after their patients; add free-text notes to both tables.
+
+    Returns the new folder names (identifiers themselves).
+    """
+    site_dir = made.paths["config"].parent
+    who = made.identifiers.set_index("scan_id")
+    comments, scans = _read_site_table(made.paths["scans"])
+    folders = []
+    for i, row in scans.iterrows():
+        folder = _folder_name(who.loc[row["scan_id"]])
+        folders.append(folder)
+        for column in ("image", "label_map", "pericardium"):
+            if row[column]:
+                new = re.sub(r"scan\d{4}", folder, row[column])
+                (site_dir / row[column]).rename(site_dir / new)
+                scans.at[i, column] = new
+    scans["notes"] = [f"{w['name']} ({w['patient_id']}, born {w['birth_date']}) seen by {w['physician']} at "
+                      f"{w['institution']} on {w['study_date']}" for _, w in who.loc[scans["scan_id"]].iterrows()]
+    _write_site_table(made.paths["scans"], comments, scans)
+    comments, cohort = _read_site_table(made.paths["cohort"])
+    by_patient = made.identifiers.set_index("patient_id")
+    cohort["comment"] = [f"referred by {by_patient.at[p, 'physician']}; DOB {by_patient.at[p, 'birth_date']}"
+                         for p in cohort["patient_id"]]
+    _write_site_table(made.paths["cohort"], comments, cohort)
+    return folders
 
 
 @pytest.fixture(scope="module")
 def site_book(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sitebook")
+    root = tmp_path_factory.mktemp("sitebook") / SHARE
     made = example_site.write_example_site(root / "mysite", shape=SHAPE, spacing=SPACING)
+    made.identifiers["folder"] = add_identifiers_a_site_would(made)
     # shorter bootstraps and no 32-feature refit: the test is about the data path, not the statistics
     cfg = yaml.safe_load(made.paths["config"].read_text())
     cfg["stages"]["models"].update(n_resamples=50, compare_32=False)
@@ -116,7 +165,8 @@ def site_book(tmp_path_factory):
     config = str(made.paths["config"])
     run_dir, out = root / "runs" / "mysite", root / "book"
     assert cli.main(["validate", "--config", config, "--run-dir", str(run_dir)]) == 0
-    remove_heart(made.paths["labels"] / f"scan{HEARTLESS + 1:04d}_labels.nii.gz")
+    _, scans = _read_site_table(made.paths["scans"])  # its label file is named after its patient now
+    remove_heart(made.paths["config"].parent / scans.at[HEARTLESS, "label_map"])
     assert cli.main(["run", "-q", "--config", config, "--run-dir", str(run_dir)]) == 0
     assert cli.main(["build", "-q", "--config", config, "--run-dir", str(run_dir), "--out", str(out)]) == 0
     return made, run_dir, out
@@ -128,7 +178,10 @@ def test_example_site_identifiers_are_in_its_files(site_book):
     ids = made.identifiers
     cohort = made.paths["cohort"].read_text()
     assert all(mrn in cohort for mrn in ids["patient_id"])
-    first = sorted((made.paths["images"] / "scan0001").glob("*.dcm"))[0]
+    scans = made.paths["scans"].read_text()
+    assert all(folder in scans for folder in ids["folder"]) and ids.at[0, "institution"] in scans
+    assert (made.paths["images"] / ids.at[0, "folder"]).is_dir()
+    first = sorted((made.paths["images"] / ids.at[0, "folder"]).glob("*.dcm"))[0]
     header = first.read_bytes()
     for value in (ids.at[0, "name"], ids.at[0, "patient_id"], ids.at[0, "scan_id"], ids.at[0, "birth_date"],
                   ids.at[0, "institution"]):
@@ -137,10 +190,61 @@ def test_example_site_identifiers_are_in_its_files(site_book):
 
 def test_no_identifier_in_the_run_directory_or_the_book(site_book):
     made, run_dir, out = site_book
-    needles = _needles(made.identifiers)
+    needles = _needles(made.identifiers) + list(made.identifiers["folder"])
     assert len(needles) > 1000
     hits = find_identifiers([run_dir, out / "_build"], needles)
     assert hits == [], f"{len(hits)} identifier(s) found, e.g. {hits[:5]}"
+
+
+def path_parts(folder) -> list[str]:
+    """The absolute path of ``folder`` and each of its parts that could name someone or something.
+
+    Parts shorter than 5 characters are left out: any compressed file holds such strings by chance.
+    """
+    return [str(folder)] + [p for p in folder.parts[1:] if p not in _GENERIC_PARTS and len(p) >= 5]
+
+
+def find_parts(roots, parts: list[str]) -> list[tuple[str, str]]:
+    """(file, part) for every part found, case-sensitively, in any file under ``roots``."""
+    hits = []
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            text = "\n".join(_texts(path))
+            hits += [(str(path), part) for part in parts if part in text]
+    return hits
+
+
+def test_the_path_search_finds_a_planted_path(tmp_path):
+    folder = tmp_path / SHARE / "mysite"
+    (tmp_path / "a").mkdir()
+    pd.DataFrame({"x": [1]}).assign(p=str(folder / "cohort.csv")).to_parquet(tmp_path / "a" / "t.parquet")
+    (tmp_path / "a" / "page.html").write_text(f"<p>see {SHARE}</p>")
+    hits = find_parts([tmp_path / "a"], path_parts(folder))
+    assert {(h[0].rsplit("/", 1)[1], h[1]) for h in hits} >= {("t.parquet", str(folder)), ("t.parquet", SHARE),
+                                                                ("page.html", SHARE)}
+
+
+def test_no_part_of_the_site_folders_path_in_the_run_directory_or_the_book(site_book):
+    """Run directory and built HTML name the site's files by labels, never by the machine's folders."""
+    made, run_dir, out = site_book
+    share = made.paths["config"].parent.parent
+    assert share.name == SHARE and run_dir.is_relative_to(share) and out.is_relative_to(share)
+    # the share holds the site folder `mysite`, whose name the site chose: the run is published as runs/mysite
+    parts = path_parts(share)
+    assert SHARE in parts and len(parts) >= 3
+    # the published HTML; Sphinx's caches beside it (_build/.doctrees) record where it built, as any build does
+    hits = find_parts([run_dir, out / "_build" / "html"], parts)
+    assert hits == [], f"{len(hits)} path part(s) found, e.g. {hits[:5]}"
+    # the parameter cells show what the run used, by label
+    data = json.loads((run_dir / "executed" / "00_data.ipynb").read_text(encoding="utf-8"))
+    cell = next(c for c in data["cells"] if "parameters" in c["metadata"].get("tags", []))
+    source = "".join(cell["source"])
+    assert 'run_dir: str = "runs/mysite"' in source and 'cohort_file: str = "cohort.csv"' in source
+    assert 'site_labels: list = ["Example General"]' in source
+    assert not [c for c in data["cells"] if "injected-parameters" in c["metadata"].get("tags", [])]
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["parameters"]["site"]["cohort"] == "cohort.csv"
+    assert record["stages"]["segmentation"]["parameters"]["scan_manifest"] == "scans.csv"
 
 
 def test_ids_are_pseudonymised_consistently(site_book):
@@ -163,6 +267,10 @@ def test_every_stage_ran_on_the_site_data(site_book):
     assert record["parameters"]["stages"]["models"]["features"] == "imaging"
     scans = pd.read_parquet(run_dir / "artifacts" / "scans.parquet")
     assert len(scans) == len(made.identifiers) and set(scans["dataset"]) == {"site"}
+    # the manifest's coded columns came through as codes; its free-text notes did not
+    assert set(scans["manifest_site"]) == {example_site.EXAMPLE_LABEL}
+    assert set(scans["manifest_protocol"]) <= {"low_dose_120kvp", "low_dose_100kvp", "ultra_low_dose_120kvp"}
+    assert not [c for c in scans.columns if "notes" in c]
     assert set(scans["segmentation_source"]) == {"precomputed"} and set(scans["status"]) == {"ok"}
     # mixed sources: every fourth scan's Agatston score came from the site's software; one scan has no heart
     cac = pd.read_parquet(run_dir / "artifacts" / "cac_eat.parquet")

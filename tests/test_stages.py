@@ -53,9 +53,11 @@ def test_downstream_of():
     assert downstream_of("a", stages) == {"b", "c"}
     assert downstream_of("c", stages) == set()
     assert downstream_of("data") == {"cohort", "segmentation", "cac_eat", "radiomics", "models", "subgroups",
-                                     "survival"}
-    assert downstream_of("segmentation") == {"cac_eat", "radiomics", "cohort", "models", "subgroups", "survival"}
-    assert downstream_of("models") == {"subgroups", "survival"}
+                                     "survival", "beyond"}
+    assert downstream_of("segmentation") == {"cac_eat", "radiomics", "cohort", "models", "subgroups", "survival",
+                                             "beyond"}
+    assert downstream_of("models") == {"subgroups", "survival", "beyond"}
+    assert downstream_of("survival") == {"beyond"}
 
 
 def test_output_relpaths():

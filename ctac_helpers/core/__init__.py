@@ -2,7 +2,8 @@
 
 from ctac_helpers import lazy_exports
 
-_MODULES = ["manifest", "rundir", "stages"]
-_NAMES = {"RunDir": "rundir", "atomic_path": "rundir", "atomic_write_json": "rundir", "STAGES": "stages"}
+_MODULES = ["manifest", "paths", "rundir", "stages"]
+_NAMES = {"RunDir": "rundir", "atomic_path": "rundir", "atomic_write_json": "rundir", "STAGES": "stages",
+          "get_stage": "stages"}
 __all__ = [*_MODULES, *_NAMES]
 __getattr__, __dir__ = lazy_exports(__name__, _MODULES, _NAMES)

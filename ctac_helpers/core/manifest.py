@@ -15,6 +15,7 @@ feature names (``ct__heart__Mean``), plus ``ct__<structure>__status`` (present, 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -58,10 +59,43 @@ def cohort_schema() -> pd.DataFrame:
 def scan_manifest_schema() -> pd.DataFrame:
     """The scan manifest's columns as a DataFrame (one row per column, in schema order)."""
     df = pd.DataFrame(_load_yaml("scan_manifest.yaml")["columns"])
-    for key in ("range", "unit"):
+    for key in ("range", "unit", "codes"):
         if key not in df:
             df[key] = None
     return df.set_index("name", drop=False)
+
+
+#: The configuration key (under ``site:``) where a site declares its own codes for a coded cohort column.
+DECLARED_CODES = {"site": "labels", "ct_protocol": "protocols"}
+
+
+def scan_manifest_codes(declared: Mapping[str, Iterable[str]] | None = None) -> dict[str, list[str]]:
+    """The values allowed in each coded column (``type: code``) of the scan manifest.
+
+    A coded column takes the categories of the cohort column it names (``codes``) plus the codes the
+    site declares in its configuration for that cohort column (:data:`DECLARED_CODES`: ``site.labels``
+    for ``site``, ``site.protocols`` for ``ct_protocol``).
+
+    Parameters
+    ----------
+    declared : mapping, optional
+        The site's declared codes by configuration key, e.g. ``{"labels": ["MyHospital"]}``.
+
+    Returns
+    -------
+    dict of str to list of str
+        Scan manifest column to its allowed codes, the schema's first.
+    """
+    declared = {k: list(v or []) for k, v in (declared or {}).items()}
+    cohort = cohort_schema()
+    out = {}
+    for name, col in scan_manifest_schema().iterrows():
+        if col["type"] != "code":
+            continue
+        base = list(cohort.loc[col["codes"], "categories"])
+        extra = declared.get(DECLARED_CODES.get(col["codes"], ""), [])
+        out[name] = base + [c for c in extra if c not in base]
+    return out
 
 
 def image_checks() -> dict:

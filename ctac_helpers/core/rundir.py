@@ -31,6 +31,8 @@ from typing import Any, Iterator
 
 import pandas as pd
 
+from ctac_helpers.core.paths import resolve as resolve_location
+
 logger = logging.getLogger(__name__)
 
 SUBDIRS = ("artifacts", "tables", "figures", "executed")
@@ -183,7 +185,9 @@ class RunDir:
     Parameters
     ----------
     root : path-like
-        The run directory, e.g. ``runs/paper``. Created (with its sub-folders) when missing.
+        The run directory, e.g. ``runs/paper``. Created (with its sub-folders) when missing. The
+        runner passes notebooks a label (``runs/<name>``), resolved here to where the run directory
+        lies (:func:`ctac_helpers.core.paths.resolve`); ``root`` is absolute.
 
     Examples
     --------
@@ -193,7 +197,7 @@ class RunDir:
     """
 
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.root = Path(resolve_location(root))
         for sub in SUBDIRS:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -223,10 +227,16 @@ class RunDir:
 
     # -- writers ---------------------------------------------------------------------------
     def write_artifact(self, name: str, df: pd.DataFrame) -> Path:
-        """Write a DataFrame as ``artifacts/<name>.parquet`` (atomic, index dropped)."""
+        """Write a DataFrame as ``artifacts/<name>.parquet`` (atomic, index dropped, ``attrs`` dropped).
+
+        pandas stores a frame's ``attrs`` in the file's metadata; a table read from a site's file
+        carries that file's path there (:func:`ctac_helpers.cohort.validate.read_table`), so they are not kept.
+        """
         path = self.artifact_path(name)
+        out = df.reset_index(drop=True)
+        out.attrs = {}
         with atomic_path(path) as tmp:
-            df.reset_index(drop=True).to_parquet(tmp, index=False)
+            out.to_parquet(tmp, index=False)
         logger.info("wrote artifact %s (%d rows, %d columns)", path, len(df), df.shape[1])
         return path
 

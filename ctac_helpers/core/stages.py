@@ -130,6 +130,18 @@ STAGES: tuple[Stage, ...] = (
         tables=("ai_threshold", "fig3", "fig3_logrank", "cox_univariate", "supp_fig4", "supp_table7", "nri"),
         figures=("fig3", "supp_fig4", "supp_table7"),
     ),
+    Stage(
+        name="beyond",
+        notebook="08_beyond.ipynb",
+        title="Beyond the paper: calibration, clinical usefulness and stability",
+        # models: its predictions, per-fold choices (tables/model_selection.csv) and parameters; survival: the AI
+        # threshold (tables/ai_threshold.csv); the repeats refit the models on chapter 5's inputs
+        needs=("data", "radiomics", "models", "survival"),
+        inputs=("cohort", "ct_features", "image_features", "predictions"),
+        tables=("calibration_metrics", "recalibration", "calibration_curves", "decision_curves", "decision_summary",
+                "stability_choice", "stability_auc", "stability_differences", "stability", "learning_curve"),
+        figures=("calibration_curves", "decision_curves", "stability", "learning_curve"),
+    ),
 )
 
 

@@ -83,7 +83,7 @@ def _resolve(base: Path, value) -> object:
 
 
 def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_files: bool = True,
-                           cohort_ids=None) -> list[Problem]:
+                           cohort_ids=None, codes: Mapping[str, list] | None = None) -> list[Problem]:
     """Check a scan manifest; return every problem found (errors and warnings).
 
     Checks: required columns (a column named in another case or with spaces is named as such),
@@ -92,7 +92,12 @@ def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_file
     CAC / EAT values, that each path exists and is a DICOM folder or a NIfTI file (an empty folder
     named as such; when ``check_files``), that no two scans share an image and no label map is the
     CT itself, and, given the cohort's patient ids, scans without a patient (an id that matches
-    one of the cohort only in case or spaces named) and patients without a scan.
+    one of the cohort only in case or spaces named) and patients without a scan; given ``codes``,
+    that the coded columns (``site``, ``protocol``) hold only those codes.
+
+    ``codes`` (:func:`ctac_helpers.core.manifest.scan_manifest_codes`) is what keeps a site's free text
+    out of the book: a value outside it is an error naming the allowed codes. The book's own
+    manifests (phantoms, samples) pass None.
     """
     file = file or df.attrs.get("file", "scan manifest")
     rows = spreadsheet_rows(df)
@@ -131,6 +136,14 @@ def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_file
                 hint = unit_hint(col["unit"], lo, hi, num[out])
                 report_problems(problems, file, name, out, values, f"a value in [{lo}, {hi}] {col['unit']}{hint}",
                         rows=rows)
+        elif col["type"] == "code" and codes is not None:
+            allowed = list(codes.get(name, []))
+            bad = present & ~np.isin(raw.astype(str).to_numpy(), allowed)
+            if bad.any():
+                key = "site." + manifest.DECLARED_CODES.get(col["codes"], "labels")
+                report_problems(problems, file, name, bad, values,
+                        f"one of the codes {allowed} (a site's own codes are declared as {key} in its "
+                        "configuration; free text is not carried into the book)", rows=rows)
         elif col["type"] == "path" and check_files:
             bad = np.array([bool(p) and image_kind(str(v)) is None for v, p in zip(values, present)], dtype=bool)
             if bad.any():

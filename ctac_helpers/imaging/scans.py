@@ -89,7 +89,8 @@ def sample_manifest(samples_dir: str | os.PathLike, work_dir: str | os.PathLike)
     samples_dir = Path(samples_dir)
     columns = ["scan_id", "patient_id", "image", "label_map", "pericardium", "site", "protocol", "description"]
     if not samples_dir.is_dir():
-        logger.warning("CT samples folder %s not found: the real-sample sections are skipped", samples_dir)
+        # named by its last part only: the message may reach a page, and the full path names the machine's folders
+        logger.warning("CT samples folder %s not found: the real-sample sections are skipped", samples_dir.name)
         return pd.DataFrame(columns=columns)
     rows = []
     for folder, image, labels, what in SAMPLE_SCANS:

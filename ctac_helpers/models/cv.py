@@ -499,7 +499,8 @@ def gpu_available() -> bool:
     return device.startswith("cuda")
 
 
-def _resolve_device(device: str) -> str:
+def resolve_device(device: str) -> str:
+    """The xgboost device for ``device``: ``auto`` gives ``cuda`` when a GPU is usable, else ``cpu``."""
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
     if device == "auto":
@@ -510,7 +511,7 @@ def _resolve_device(device: str) -> str:
 
 
 # -- grid ------------------------------------------------------------------------------------------
-def _grid_points(grid: Mapping[str, Sequence]) -> tuple[list[dict], int]:
+def grid_points(grid: Mapping[str, Sequence]) -> tuple[list[dict], int]:
     """The combinations other than ``n_estimators`` (in grid order) and the boosting cap."""
     if "n_estimators" not in grid:
         raise ValueError("grid must hold 'n_estimators' (its largest value caps the boosting rounds)")
@@ -677,7 +678,8 @@ def _check_common(models, n_folds, early_stopping_rounds, n_jobs, threads_per_fi
     return models
 
 
-def _check_max_bin(max_bin) -> int:
+def check_max_bin(max_bin) -> int:
+    """``max_bin`` as an int; ValueError unless an integer of at least 2."""
     if not isinstance(max_bin, (int, np.integer)) or max_bin < 2:
         raise ValueError(f"max_bin must be an integer >= 2, got {max_bin!r}")
     return int(max_bin)
@@ -797,9 +799,9 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
     if chosen_trees and chosen is None:
         raise ValueError("chosen_trees reuses the number of trees of 'chosen'; pass chosen as well")
     keep = _keep_set(keep_boosters, models)
-    points, cap = _grid_points(grid)
-    fixed = {"max_bin": _check_max_bin(max_bin), **(AUTHORS_FIXED_PARAMS if params is None else params)}
-    device = _resolve_device(device)
+    points, cap = grid_points(grid)
+    fixed = {"max_bin": check_max_bin(max_bin), **(AUTHORS_FIXED_PARAMS if params is None else params)}
+    device = resolve_device(device)
     structures = list(default_structures() if structures is None else structures)
 
     y_all = cohort[OUTCOME].to_numpy().astype(int)
@@ -999,9 +1001,9 @@ def authors_gridsearch(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, m
         raise ValueError(f"model {model!r} is univariate; allowed: {', '.join(model_names('xgboost'))}")
     if max_folds is not None and (not isinstance(max_folds, (int, np.integer)) or not 1 <= max_folds <= n_folds):
         raise ValueError(f"max_folds must be an integer in 1..{n_folds} or None, got {max_folds!r}")
-    _grid_points(grid)  # validates the grid
-    fixed = {"max_bin": _check_max_bin(max_bin), **(AUTHORS_FIXED_PARAMS if params is None else params)}
-    device = _resolve_device(device)
+    grid_points(grid)  # validates the grid
+    fixed = {"max_bin": check_max_bin(max_bin), **(AUTHORS_FIXED_PARAMS if params is None else params)}
+    device = resolve_device(device)
     structures = list(default_structures() if structures is None else structures)
     X, y = feature_matrix(cohort, ct_features, model, radiomics_subset, structures)
     y_all = y.to_numpy()

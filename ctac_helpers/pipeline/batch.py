@@ -9,7 +9,9 @@ writes every scan's result atomically to ``<work_dir>/<scan_id>.json`` as soon a
 * a result is reused only if it was made with the same batch ``key`` (the caller hashes the
   stage's code, parameters and the scan's inputs into it), so changed inputs are recomputed;
 * a scan that fails (corrupt file, missing structure, wrong geometry) is written to
-  ``<scan_id>.failed.json`` with its reason and the others go on; failures are retried next run.
+  ``<scan_id>.failed.json`` with its reason and the others go on; failures are retried next run;
+* a result's paths inside the run directory (``<run>/work/<stage>`` is the work folder) are stored
+  relative to it, and failure reasons name them so: the files name no folder of the machine.
 
 Workers must see the same file system as the client (the usual set-up on an HPC cluster, where the
 run directory sits on a shared disk).
@@ -106,19 +108,48 @@ def _call(task: Callable[[dict], dict], item: dict) -> tuple[str, dict]:
         return "failed", {"error": type(exc).__name__, "reason": "".join(tb).strip().splitlines()[-1]}
 
 
-def _read_cached(path: Path, key: str) -> dict | None:
+def _run_root(work_dir: Path) -> Path | None:
+    """The run directory of a ``<run>/work/<stage>`` folder (:meth:`RunDir.work_dir`), else None."""
+    work_dir = work_dir.resolve()
+    return work_dir.parent.parent if work_dir.parent.name == "work" else None
+
+
+def _relative(result: dict, root: Path | None) -> tuple[dict, list[str]]:
+    """``result`` with its absolute paths inside ``root`` made relative to it, and the keys changed."""
+    if root is None:
+        return result, []
+    out, changed = dict(result), []
+    for k, v in result.items():
+        if isinstance(v, str) and os.path.isabs(v) and Path(v).resolve().is_relative_to(root):
+            out[k] = Path(v).resolve().relative_to(root).as_posix()
+            changed.append(k)
+    return out, changed
+
+
+def _strip_root(text: str, root: Path | None) -> str:
+    """A failure reason naming paths inside the run directory relative to it."""
+    return text.replace(f"{root}{os.sep}", "") if root is not None else text
+
+
+def _read_cached(path: Path, key: str, root: Path | None = None) -> dict | None:
     try:
         payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None  # unreadable means not finished: recompute
     if payload.get("key") != key:
         return None
-    return payload.get("result")
+    result = payload.get("result")
+    relative = payload.get("relative") or []
+    if relative and (root is None or not isinstance(result, dict)):
+        return None
+    for k in relative:
+        result[k] = str(root / result[k])
+    return result
 
 
 def run_batch(task: Callable[[dict], dict], items: Iterable[Mapping], work_dir: str | os.PathLike, key: str,
               scheduler: str | None = None, n_workers: int | None = None, progress: bool = True,
-              desc: str = "scans") -> BatchResult:
+              desc: str = "scans", root: str | os.PathLike | None = None) -> BatchResult:
     """Run ``task(item)`` for every scan, resumably, on Dask or in-process.
 
     Parameters
@@ -143,6 +174,10 @@ def run_batch(task: Callable[[dict], dict], items: Iterable[Mapping], work_dir: 
         Show a progress bar with done / failed / remaining counts.
     desc : str
         Label of the progress bar and of the log lines.
+    root : path-like, optional
+        The run directory: string values of a result that are paths inside it are stored relative
+        to it (and read back absolute), and failure reasons name such paths relative to it. Default:
+        the run directory of a ``<run>/work/<stage>`` work folder.
 
     Returns
     -------
@@ -150,6 +185,7 @@ def run_batch(task: Callable[[dict], dict], items: Iterable[Mapping], work_dir: 
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(root).resolve() if root is not None else _run_root(work_dir)
     items = [dict(it) for it in items]
     ids = [_check_scan_id(str(it["scan_id"])) for it in items]
     if len(set(ids)) != len(ids):
@@ -158,7 +194,7 @@ def run_batch(task: Callable[[dict], dict], items: Iterable[Mapping], work_dir: 
     item_keys = {sid: _item_key(key, it) for sid, it in zip(ids, items)}
     done: dict[str, dict] = {}
     for sid in ids:
-        cached = _read_cached(_result_path(work_dir, sid), item_keys[sid])
+        cached = _read_cached(_result_path(work_dir, sid), item_keys[sid], root)
         if cached is not None:
             done[sid] = cached
     todo = [(sid, it) for sid, it in zip(ids, items) if sid not in done]
@@ -169,13 +205,16 @@ def run_batch(task: Callable[[dict], dict], items: Iterable[Mapping], work_dir: 
 
     def record(sid: str, status: str, payload: dict) -> None:
         if status == "ok":
-            atomic_write_json(_result_path(work_dir, sid), {"key": item_keys[sid], "result": _jsonable(payload)})
+            stored, relative = _relative(_jsonable(payload), root)
+            atomic_write_json(_result_path(work_dir, sid), {"key": item_keys[sid], "result": stored,
+                                                            **({"relative": relative} if relative else {})})
             with contextlib.suppress(FileNotFoundError):
                 _failure_path(work_dir, sid).unlink()
             # read back through JSON, keys sorted as in the stored file, so fresh and resumed results
             # are the same objects in the same order (the scan table's columns follow it)
             done[sid] = json.loads(json.dumps(_jsonable(payload), sort_keys=True))
         else:
+            payload = {**payload, "reason": _strip_root(str(payload.get("reason", "")), root)}
             atomic_write_json(_failure_path(work_dir, sid), {"key": item_keys[sid], "scan_id": sid, **payload})
             failures[sid] = payload
             logger.warning("%s: scan %s failed: %s", desc, sid, payload["reason"])

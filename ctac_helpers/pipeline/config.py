@@ -34,12 +34,14 @@ ALLOWED_KEYS = ("name", "seed", "stages", "profile", "site")
 #: cohort table, the scan manifest and the file holding the key of the patient-id hash. Relative
 #: paths are resolved against the configuration file's folder.
 SITE_KEYS = ("cohort", "scans", "secret")
-#: Optional keys of the ``site`` section: ``labels``, the site's own labels for the cohort table's
-#: ``site`` column (the schema lists only the paper's four sites).
-SITE_OPTIONAL_KEYS = ("labels",)
-#: The notebook parameter that receives each site path (and the site's labels).
+#: Optional keys of the ``site`` section, the site's own codes besides the schema's: ``labels`` for the
+#: ``site`` columns of the cohort table and the scan manifest (the schema lists the paper's four
+#: sites), ``protocols`` for the cohort table's ``ct_protocol`` and the manifest's ``protocol``. Text
+#: columns hold only such codes, never free text (see ``data_manifest/scan_manifest.yaml``).
+SITE_OPTIONAL_KEYS = ("labels", "protocols")
+#: The notebook parameter that receives each site path (and the site's codes).
 SITE_PARAMETERS = {"cohort": "cohort_file", "scans": "scan_manifest", "secret": "secret_file",
-                   "labels": "site_labels"}
+                   "labels": "site_labels", "protocols": "site_protocols"}
 #: Notebook parameters that only the runner sets.
 RESERVED_PARAMETERS = ("run_dir",)
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -125,11 +127,12 @@ def _validate(cfg: Mapping, source: str, stages: tuple[Stage, ...], complete: bo
             if key not in site:
                 raise ValueError(f"{source}: key 'site.{key}' is missing; 'site' needs {', '.join(SITE_KEYS)}")
         for key, value in site.items():
-            if key == "labels":
+            if key in SITE_OPTIONAL_KEYS:
                 if (not isinstance(value, list) or not value
                         or not all(isinstance(v, str) and v.strip() and v == v.strip() for v in value)):
-                    raise ValueError(f"{source}: key 'site.labels' must be a list of site names (text without "
-                                     f"surrounding spaces), e.g. [MyHospital], got {value!r}")
+                    example = "[MyHospital]" if key == "labels" else "[low_dose_140kvp]"
+                    raise ValueError(f"{source}: key 'site.{key}' must be a list of codes (text without "
+                                     f"surrounding spaces), e.g. {example}, got {value!r}")
                 continue
             if key not in SITE_KEYS:
                 raise ValueError(f"{source}: unknown key 'site.{key}'; allowed: "

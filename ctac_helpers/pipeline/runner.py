@@ -38,6 +38,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple
 
+from ctac_helpers.core import paths
 from ctac_helpers.pipeline.config import SITE_KEYS, SITE_PARAMETERS, stage_parameters, validate_config
 from ctac_helpers.core.rundir import WRITE_ERRNOS, RunDir, apply_umask, file_sha256
 from ctac_helpers.core.stages import STAGES, Stage, execution_order, get_stage
@@ -154,6 +155,7 @@ class _Plan:
     code_hash: str
     key: str
     passed: dict = field(default_factory=dict)  # what papermill injects (with run_dir)
+    locations: dict = field(default_factory=dict)  # where each path label of ``passed`` lies
 
 
 # -- hashing ------------------------------------------------------------------------------------
@@ -268,13 +270,17 @@ def _plan(config: Mapping, stage: Stage, root: Path, notebooks_dir: Path, code: 
             inputs[f"{param}:{Path(params[param]).name}"] = file_sha256(Path(params[param]))
     upstream = {dep: upstream_keys.get(dep) for dep in stage.needs}
     nb_sha = file_sha256(nb_path)
+    # Recorded, hashed and passed with labels instead of absolute paths (a site's files relative to
+    # its folder, the run directory as runs/<name>): nothing of the machine's folders is published, and
+    # a moved site folder or run directory is still up to date. The notebook resolves the labels.
+    passed, locations = paths.publish_parameters(params, SITE_FILE_PARAMETERS,
+                                                 root if "run_dir" in declared else None,
+                                                 paths.site_folder(config.get("site") or {}))
+    params = {k: v for k, v in passed.items() if k != "run_dir"}
     key = hashlib.sha256(canonical_json({
         "notebook": nb_sha, "parameters": params, "inputs": inputs, "code": code, "upstream": upstream,
     }).encode("ascii")).hexdigest()
-    passed = dict(params)
-    if "run_dir" in declared:
-        passed["run_dir"] = str(root)
-    return _Plan(stage, nb_path, nb_sha, params, inputs, upstream, code, key, passed)
+    return _Plan(stage, nb_path, nb_sha, params, inputs, upstream, code, key, passed, locations)
 
 
 def _describe_change(old: Any, new: Any) -> str:
@@ -456,12 +462,13 @@ def _execute(plan: _Plan, rd: RunDir, record: dict, kernel_name: str, results: l
     cell = None
     try:
         try:
-            papermill.execute_notebook(
-                str(plan.notebook_path), str(tmp), parameters=plan.passed, kernel_name=kernel_name,
-                progress_bar=False, log_output=False, cwd=str(plan.notebook_path.parent),
-                # ipykernel warns on every start about its local TCP transport; keep real errors only
-                extra_arguments=["--IPKernelApp.log_level=ERROR"],
-            )
+            with paths.locations_env(plan.locations):
+                papermill.execute_notebook(
+                    str(plan.notebook_path), str(tmp), parameters=plan.passed, kernel_name=kernel_name,
+                    progress_bar=False, log_output=False, cwd=str(plan.notebook_path.parent),
+                    # ipykernel warns on every start about its local TCP transport; keep real errors only
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                )
         except papermill.PapermillExecutionError as exc:
             cell, first_line = _failing_cell(exc, plan.notebook_path)
             error = {"cell": cell, "exec_count": exc.exec_count, "ename": exc.ename, "evalue": exc.evalue}
@@ -503,6 +510,7 @@ def _execute(plan: _Plan, rd: RunDir, record: dict, kernel_name: str, results: l
                 stage=stage.name, notebook=nb_name, executed=failed if failed.is_file() else None, cell=cell,
                 ename=error["ename"], evalue=error["evalue"], results=results,
             )
+        paths.tidy_executed_notebook(tmp, nb_name, plan.passed)
         apply_umask(tmp)
         os.replace(tmp, final)
         failed.unlink(missing_ok=True)
@@ -585,7 +593,7 @@ def run_stages(
 
     code = code_hash()
     record = rd.read_run_json()
-    record["parameters"] = json.loads(canonical_json(config))
+    record["parameters"] = json.loads(canonical_json(paths.public_config(config)))
     record["packages"] = package_versions()
     record["code_hash"] = code
     record.setdefault("stages", {})

@@ -70,7 +70,8 @@ site:
   cohort: cohort.csv     # clinical table, one row per patient (relative to this file)
   scans: scans.csv       # scan manifest, one row per CT scan
   secret: secret.key     # key of the keyed hash that pseudonymises patient ids; keep it private, outside runs/
-  # labels: [MyHospital]  # uncomment: this site's own labels in the cohort table's `site` column
+  # labels: [MyHospital]  # uncomment: this site's own codes for the `site` columns of cohort.csv and scans.csv
+  # protocols: [low_dose_140kvp]  # uncomment: its own codes for `ct_protocol` (cohort.csv) and `protocol` (scans.csv)
 stages:                  # per-stage notebook parameters overriding the profile's
   models:
     features: imaging    # CT features measured on this site's scans by chapters 2-4
@@ -98,6 +99,11 @@ def _column_line(col: Mapping, note: str = "") -> str:
         parts.append(f"category, one of: {', '.join(map(str, col['categories']))}")
     elif kind == "path":
         parts.append("path (absolute, or relative to this file's folder)")
+    elif kind == "code":
+        codes = manifest.cohort_schema().loc[col["codes"], "categories"]
+        key = manifest.DECLARED_CODES.get(col["codes"], "labels")
+        parts.append(f"code, one of: {', '.join(map(str, codes))}, or one declared as site.{key} in site.yaml "
+                     "(never free text: other values are refused)")
     else:
         parts.append({"float": "number", "int": "whole number", "string": "text"}.get(kind, kind))
     unit = col.get("unit")
@@ -468,13 +474,14 @@ def validate_site(config: Mapping, run_dir: str | os.PathLike | None = None,
     if cohort is not None:
         problems += _no_rows(cohort, cohort_file, "one row per patient below the header")
         problems += validate_cohort(cohort, cohort_file, optional=MEASURED_COLUMNS, log_warnings=False,
-                                    extra_categories={"site": site.get("labels") or []})
+                                    extra_categories=_declared_categories(site.get("labels"), site.get("protocols")))
     scans, found = _read(scans_file, "site.scans", ingest.read_scan_manifest)
     problems += found
     if scans is not None:
         problems += _no_rows(scans, scans_file, "one row per CT scan below the header")
         ids = cohort["patient_id"].dropna() if cohort is not None and "patient_id" in cohort.columns else None
-        problems += ingest.validate_scan_manifest(scans, scans_file, check_files=True, cohort_ids=ids)
+        problems += ingest.validate_scan_manifest(scans, scans_file, check_files=True, cohort_ids=ids,
+                                                  codes=_declared_codes(site.get("labels"), site.get("protocols")))
         if check_images and "image" in scans.columns:
             problems += check_scan_images(scans, scans_file)
     return problems
@@ -519,6 +526,17 @@ def require_valid_site(config: Mapping, run_dir: str | os.PathLike | None = None
 
 
 # -- loading for a run ----------------------------------------------------------------------------
+def _declared_categories(labels, protocols) -> dict:
+    """A site's own codes for the cohort table's coded columns (``site.labels``, ``site.protocols``)."""
+    declared = {"labels": list(labels or []), "protocols": list(protocols or [])}
+    return {column: declared[key] for column, key in manifest.DECLARED_CODES.items()}
+
+
+def _declared_codes(labels, protocols) -> dict:
+    """The codes allowed in the scan manifest's coded columns, with the site's own."""
+    return manifest.scan_manifest_codes({"labels": list(labels or []), "protocols": list(protocols or [])})
+
+
 def _raise_errors(problems: list[Problem], what: str) -> None:
     for p in problems:
         if p.severity == "warning":
@@ -528,7 +546,8 @@ def _raise_errors(problems: list[Problem], what: str) -> None:
 
 
 def load_cohort(cohort_file: str | os.PathLike, secret_file: str | os.PathLike,
-                run_dir: str | os.PathLike | None = None, site_labels=()) -> pd.DataFrame:
+                run_dir: str | os.PathLike | None = None, site_labels=(), site_protocols=(),
+                name: str | None = None) -> pd.DataFrame:
     """A site's cohort table, validated and pseudonymised, as the data stage writes it.
 
     Parameters
@@ -541,6 +560,11 @@ def load_cohort(cohort_file: str | os.PathLike, secret_file: str | os.PathLike,
         The run directory the table is written to.
     site_labels : iterable of str
         The site's own labels for the ``site`` column (configuration key ``site.labels``).
+    site_protocols : iterable of str
+        The site's own codes for the ``ct_protocol`` column (configuration key ``site.protocols``).
+    name : str, optional
+        The table's name in messages (default: its path). A notebook passes its label, since its
+        output is published and a path names the machine's folders.
 
     Returns
     -------
@@ -558,10 +582,11 @@ def load_cohort(cohort_file: str | os.PathLike, secret_file: str | os.PathLike,
     """
     secret = read_secret(secret_file, run_dir)
     cohort = read_table(cohort_file)
-    problems = _no_rows(cohort, str(cohort_file), "one row per patient below the header")
-    problems += validate_cohort(cohort, str(cohort_file), optional=MEASURED_COLUMNS, log_warnings=False,
-                                extra_categories={"site": list(site_labels)})
-    _raise_errors(problems, f"the cohort table {cohort_file}")
+    file = name or str(cohort_file)
+    problems = _no_rows(cohort, file, "one row per patient below the header")
+    problems += validate_cohort(cohort, file, optional=MEASURED_COLUMNS, log_warnings=False,
+                                extra_categories=_declared_categories(site_labels, site_protocols))
+    _raise_errors(problems, f"the cohort table {file}")
     cohort = cohort.copy()
     cohort["patient_id"] = pseudonymise(cohort["patient_id"], secret, "patient")
     schema = manifest.cohort_schema()
@@ -574,12 +599,13 @@ def load_cohort(cohort_file: str | os.PathLike, secret_file: str | os.PathLike,
     for name, col in schema.loc[ordered].iterrows():
         if col["type"] in ("float", "int", "binary"):
             cohort[name] = pd.to_numeric(cohort[name], errors="coerce")
-    logger.info("site cohort %s: %d patients, ids pseudonymised", cohort_file, len(cohort))
+    logger.info("site cohort %s: %d patients, ids pseudonymised", file, len(cohort))
     return cohort.reset_index(drop=True)
 
 
 def load_scans(scan_manifest: str | os.PathLike, secret_file: str | os.PathLike,
-               run_dir: str | os.PathLike | None = None, cohort_ids: pd.Series | None = None) -> pd.DataFrame:
+               run_dir: str | os.PathLike | None = None, cohort_ids: pd.Series | None = None,
+               site_labels=(), site_protocols=(), name: str | None = None) -> pd.DataFrame:
     """A site's scan manifest, validated, with scan and patient ids pseudonymised.
 
     Parameters
@@ -593,13 +619,18 @@ def load_scans(scan_manifest: str | os.PathLike, secret_file: str | os.PathLike,
     cohort_ids : Series, optional
         The pseudonymised patient ids of the cohort (``artifacts/cohort.parquet``): scans of other
         patients are errors, patients without a scan warnings.
+    site_labels, site_protocols : iterable of str
+        The site's own codes for the ``site`` and ``protocol`` columns (``site.labels``,
+        ``site.protocols``), besides the schema's: any other value is an error.
+    name : str, optional
+        The manifest's name in messages (default: its path).
 
     Returns
     -------
     DataFrame
-        The manifest with ``scan_id`` (``S-`` pseudonyms) and ``patient_id`` (``P-`` pseudonyms).
-        The image paths stay as given: they are used to read the images and never written to an
-        artifact.
+        The manifest with ``scan_id`` (``S-`` pseudonyms) and ``patient_id`` (``P-`` pseudonyms);
+        columns outside ``data_manifest/scan_manifest.yaml`` are dropped. The image paths stay as
+        given: they are used to read the images and never written to an artifact.
 
     Raises
     ------
@@ -608,15 +639,17 @@ def load_scans(scan_manifest: str | os.PathLike, secret_file: str | os.PathLike,
     """
     secret = read_secret(secret_file, run_dir)
     scans = ingest.read_scan_manifest(scan_manifest)
-    file = str(scan_manifest)
+    file = name or str(scan_manifest)
+    codes = _declared_codes(site_labels, site_protocols)
     problems = _no_rows(scans, file, "one row per CT scan below the header")
-    problems += ingest.validate_scan_manifest(scans, file, check_files=True)
+    problems += ingest.validate_scan_manifest(scans, file, check_files=True, codes=codes)
     _raise_errors(problems, f"the scan manifest {file}")
-    scans = scans.copy()
     schema = manifest.scan_manifest_schema()
-    for name in schema.index[schema["type"] == "float"]:
-        if name in scans.columns:  # read as text, checked above
-            scans[name] = pd.to_numeric(scans[name], errors="coerce")
+    # a column the schema does not know may hold anything (names, notes): it goes no further
+    scans = scans[[c for c in scans.columns if c in schema.index]].copy()
+    for col in schema.index[schema["type"] == "float"]:
+        if col in scans.columns:  # read as text, checked above
+            scans[col] = pd.to_numeric(scans[col], errors="coerce")
     scans["scan_id"] = pseudonymise(scans["scan_id"], secret, "scan")
     scans["patient_id"] = pseudonymise(scans["patient_id"], secret, "patient")
     if cohort_ids is not None:

@@ -9,6 +9,7 @@ Jupyter Book never executes anything here (``execute_notebooks: off``): papermil
     book/_generated/reproduced.md                         generated from <run_dir>/tables/ (the front page includes it)
     book/generator_fit.md                                 generated from data_manifest/generator.yaml
     book/architecture.md                                  generated from the code (pyproject.toml, notebooks/)
+    book/tripod_ai.md                                     generated from data_manifest/tripod_ai.yaml
     notebooks/<name>.ipynb                                from <run_dir>/executed/ (not *.failed.ipynb)
     run/tables/, run/figures/                             from <run_dir>/ (for download links)
 
@@ -31,6 +32,7 @@ from ctac_helpers.publish import architecture as architecture_mod
 from ctac_helpers.publish import intervals as intervals_mod
 from ctac_helpers.core import manifest
 from ctac_helpers.publish import scorecard as scorecard_mod
+from ctac_helpers.publish import checklist
 
 logger = logging.getLogger(__name__)
 
@@ -77,11 +79,12 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
     ``book/scorecard.md`` (:func:`ctac_helpers.publish.scorecard.scorecard_page` of the run's tables),
     ``book/intervals.md`` (:func:`ctac_helpers.publish.intervals.intervals_page`: the run's confidence intervals
     beside the paper's), ``book/generator_fit.md`` (:func:`ctac_helpers.publish.scorecard.generator_fit_page` of
-    ``data_manifest/generator.yaml``), ``book/architecture.md``
-    (:func:`ctac_helpers.publish.architecture.architecture_page`, from the code), ``book/status.md`` (:func:`ctac_helpers.publish.scorecard.status_page` of
+    ``data_manifest/generator.yaml``), ``book/status.md`` (:func:`ctac_helpers.publish.scorecard.status_page` of
     its ``run.json``) and :data:`FRONT_SUMMARY`, what the run reproduces, which the front page includes
-    (:func:`ctac_helpers.publish.scorecard.front_summary`). Pages of the same name copied from the repository
-    are replaced.
+    (:func:`ctac_helpers.publish.scorecard.front_summary`), and ``book/tripod_ai.md``
+    (:func:`ctac_helpers.publish.checklist.checklist_page` of ``data_manifest/tripod_ai.yaml``). ``book/architecture.md``
+    (:func:`ctac_helpers.publish.architecture.architecture_page`, from the code). Pages of the
+    same name copied from the repository are replaced.
 
     Parameters
     ----------
@@ -110,6 +113,7 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
         "generator_fit.md": scorecard_mod.generator_fit_page(manifest.generator_file(), table),
         "status.md": scorecard_mod.status_page(run_json),
         "architecture.md": architecture_mod.architecture_page(docs=names),
+        "tripod_ai.md": checklist.checklist_page(checklist.load_checklist(), docs=names, page_dir="book"),
         # not a page: the front page (book/intro.md) includes it
         FRONT_SUMMARY: scorecard_mod.front_summary(table, docs=names, page_dir="book"),
     }
@@ -191,6 +195,12 @@ def stage_source(run_dir: str | os.PathLike, repo_root: str | os.PathLike, src: 
     entries = _toc_files(toc)
     # before the check of the toc's entries, which may list them
     write_generated_pages(run_dir, src, docs=entries)
+    if "book/tripod_ai" in {_doc_name(e) for e in entries}:
+        # the checklist links chapters' figures and tables: each must be on its (executed) chapter's page
+        missing = checklist.missing_anchors(checklist.load_checklist(), src, {_doc_name(e) for e in entries})
+        if missing:
+            raise FileNotFoundError("the reporting checklist (data_manifest/tripod_ai.yaml) links figures or "
+                                    "tables its chapters do not show: " + "; ".join(missing))
     for entry in entries:
         if _exists_as_doc(src, entry):
             continue

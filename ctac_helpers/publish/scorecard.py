@@ -46,8 +46,10 @@ pairs of Supplementary Fig. 3 every pair whose printed AUCs differ (a printed ti
 :func:`row_keys` lists every key the paper's values allow. Each row's ``group`` says what agreement
 means: ``margins`` (the cohort numbers; the synthetic cohort is calibrated to Tables 1-2 by
 construction), ``fitted`` (the keys listed in ``generator_targets`` of ``paper_values.yaml``: the
-generator's structural constants are fitted to them, :func:`generator_targets`) and ``held_out``
-(every other row: a test of the generator's structure). ``scorecard_notes`` in ``paper_values.yaml``
+generator's structural constants are fitted to them, :func:`generator_targets`), ``held_out``
+(every other row: a test of the generator's structure) and ``own`` (chapter 8's results, which the paper
+does not report: no paper value and no criterion; :mod:`ctac_helpers.results.beyond` gives their keys,
+``own/...``). ``scorecard_notes`` in ``paper_values.yaml``
 may give, per key, one sentence on why the book may miss the row (:func:`scorecard_notes`).
 :func:`holds_by_key` counts, across several run directories, how often each row holds.
 
@@ -72,6 +74,7 @@ import pandas as pd
 import yaml
 
 from ctac_helpers.core import manifest
+from ctac_helpers.results import beyond as beyond_results
 from ctac_helpers.definitions import format_p
 from ctac_helpers.core.stages import STAGES, execution_order
 from ctac_helpers.results.subgroups import PAPER_KEYS as _SUBGROUP_PAPER_KEYS
@@ -86,7 +89,8 @@ TOLERANCE_KINDS = ("auc", "subgroup_auc", "p_value", "interval", "percent", "thr
 #: Kinds whose tolerance is a rule named by text, not a number: kind -> the one allowed value.
 _TEXT_KINDS = {"cohort": "calibration", "interval": "paper_ci"}
 #: The row groups, in the order the page reports them, with their headings.
-GROUPS: dict[str, str] = {"fitted": "Fitted to", "held_out": "Held out", "margins": "Cohort margins"}
+GROUPS: dict[str, str] = {"fitted": "Fitted to", "held_out": "Held out", "margins": "Cohort margins",
+                          beyond_results.OWN_GROUP: "Beyond the paper"}
 #: Table id -> the chapter notebook (``notebooks/<stem>``) that writes it.
 TABLE_CHAPTERS: dict[str, str] = {t: f"notebooks/{Path(s.notebook).stem}" for s in STAGES for t in s.tables}
 
@@ -225,6 +229,7 @@ def row_keys() -> list[str]:
     keys += list(_FIXED_KEYS)
     keys += [f"nri/{c}" for c in ((pv.get("nri") or {}).get("values") or {})]
     keys += [f"supp_fig4/hr/{c}" for c in ((pv.get("supp_fig4") or {}).get("hr") or {})]
+    keys += beyond_results.own_keys()
     return list(dict.fromkeys(keys))
 
 
@@ -909,10 +914,15 @@ def _supp_table7_rows(run_dir: Path, tol: dict) -> list[dict]:
                  within=bool((hr > bound).all()), criterion=f"every subgroup above {bound:g}")]
 
 
-#: Scorecard items in the paper's order: each reads its tables and returns rows.
+def _own_rows(run_dir: Path, tol: dict) -> list[dict]:
+    """Chapter 8's results, the book's own (:mod:`ctac_helpers.results.beyond`): no paper value, no tolerance."""
+    return beyond_results.own_rows(run_dir)
+
+
+#: Scorecard items in the paper's order (the book's own results last): each reads its tables and returns rows.
 _ITEMS: tuple[Callable[[Path, dict], list[dict]], ...] = (
     _cohort_rows, _auc_rows, _supp_table10_rows, _fig2_rows, _supp_fig3_rows, _supp_table6_rows,
-    _fig3_rows, _nri_rows, _supp_fig4_rows, _supp_table7_rows,
+    _fig3_rows, _nri_rows, _supp_fig4_rows, _supp_table7_rows, _own_rows,
 )
 
 
@@ -958,7 +968,7 @@ def scorecard(run_dir: str | os.PathLike) -> pd.DataFrame:
         if r["key"] in unique:  # a run table that repeats a row: the first one counts
             logger.warning("scorecard: a second row with the key %s is left out", r["key"])
             continue
-        if r["group"] != "margins":
+        if r["group"] not in ("margins", beyond_results.OWN_GROUP):
             r["group"] = "fitted" if r["key"] in targets else "held_out"
         unique[r["key"]] = r
     rows = list(unique.values())
@@ -1025,7 +1035,8 @@ def item_label(item: str) -> str:
     if m:
         kind = "Table" if m.group(2) == "table" else "Fig."
         return f"{'Supplementary ' if m.group(1) else ''}{kind} {m.group(3)}"
-    return {"cohort": "Results text", "calibration": "Calibration", "nri": "NRI (Results text)"}.get(item, item)
+    return {"cohort": "Results text", "calibration": "Calibration", "nri": "NRI (Results text)",
+            **beyond_results.ITEM_LABELS}.get(item, item)
 
 
 def _chapter_link(where: str, docs: Collection[str] | None, page_dir: str) -> str:
@@ -1175,12 +1186,17 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
     summary = group_summary(table)
     counts = [f"**{summary[g][0]} of {summary[g][1]}** {_GROUP_TEXT[g][0]} ({_GROUP_TEXT[g][1]})"
               for g in ("held_out", "fitted", "margins")]
-    n_other = sum(not _is_comparable(w) for w in table["within"])
+    # chapter 8's rows have no paper value: counted apart, listed last
+    n_own = int((table["group"] == beyond_results.OWN_GROUP).sum())
+    n_other = sum(not _is_comparable(w) for w, g in zip(table["within"], table["group"])
+                  if g != beyond_results.OWN_GROUP)
     misses = miss_lines(table, notes)
     parts += [
         "Every headline number and comparison of the paper beside this run's value, generated from the run's "
         f"tables when the book is built. Of its {len(table)} rows, these hold: {'; '.join(counts)}."
-        + (f" {n_other} row{'s' if n_other != 1 else ''} cannot be judged (*not judged* below)." if n_other else ""),
+        + (f" {n_other} row{'s' if n_other != 1 else ''} cannot be judged (*not judged* below)." if n_other else "")
+        + (f" {n_own} further row{'s are' if n_own != 1 else ' is'} the book's own results (chapter 8), with no "
+           "paper value to compare." if n_own else ""),
         "",
         "```{note}\nOn the default the patients are synthetic (chapter 0): agreement shows that the method and the "
         "generator carry the paper's findings, not that the findings hold in patients.\n```",
@@ -1227,7 +1243,8 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
         if sub.empty:
             continue
         rows = [[_cell(item_label(r.item)), _cell(r.quantity), _cell(r.paper), _cell(r.book),
-                 _within_cell(r.within, r.difference, r.tolerance), _chapter_link(r.where, docs, page_dir)]
+                 "no paper value" if group == beyond_results.OWN_GROUP
+                 else _within_cell(r.within, r.difference, r.tolerance), _chapter_link(r.where, docs, page_dir)]
                 for r in sub.itertuples(index=False)]
         # the theme's compact table style: six columns of wrapped text fit a 1280-pixel page
         parts += [f"### {heading}", "", "```{table}", ":class: table-sm small", "",

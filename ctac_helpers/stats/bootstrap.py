@@ -108,7 +108,7 @@ def _score_matrix(scores, n: int) -> tuple[list[str], np.ndarray]:
     return names, as_scores(np.vstack(rows), n, "scores")
 
 
-def _resample_indices(labels: np.ndarray, n_resamples: int, seed: int,
+def resample_indices(labels: np.ndarray, n_resamples: int, seed: int,
                       stratified: bool) -> Iterator[np.ndarray]:
     """Yield, per resample, the indices (into the original samples) of the patients drawn.
 
@@ -192,7 +192,7 @@ def bootstrap_auc_replicates(y, scores, n_resamples: int = 1000, *, seed: int,
     n = labels.size
     t0 = time.perf_counter()
     reps = np.empty((n_resamples, s.shape[0]))
-    draws = _resample_indices(labels, n_resamples, seed, bool(stratified))
+    draws = resample_indices(labels, n_resamples, seed, bool(stratified))
     for start in range(0, n_resamples, _CHUNK):
         size = min(_CHUNK, n_resamples - start)
         idx = np.stack([next(draws) for _ in range(size)])
