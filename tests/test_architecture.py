@@ -15,8 +15,6 @@ import grimp
 import pytest
 from importlinter import api as importlinter_api
 
-import ctac_helpers
-
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "ctac_helpers"
 SUBPACKAGES = ("core", "stats", "cohort", "imaging", "models", "results", "publish", "pipeline")
@@ -74,7 +72,7 @@ def test_no_module_imports_another_modules_private_name():
     assert private_imports() == []
 
 
-def test_the_private_name_scan_finds_one(tmp_path, monkeypatch):
+def test_the_private_name_scan_finds_one():
     # the scan is not vacuous: a module that reaches into another's private helper is reported
     src = "from ctac_helpers.stats.delong import auc, _hidden\nfrom ctac_helpers.stats import checks\nchecks._x\n"
     tree = ast.parse(src)

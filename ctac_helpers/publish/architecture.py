@@ -17,16 +17,18 @@ import ast
 import importlib
 import json
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-import yaml
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: Sphinx (Jupyter Book) brings the same parser as tomli
+    import tomli as tomllib
 
 from ctac_helpers.core import manifest
 from ctac_helpers.core.stages import STAGES
 
-__all__ = ["PAPER_ID", "architecture_page", "helper_calls", "id_table", "layers"]
+__all__ = ["PAPER_ID", "architecture_page", "helper_calls", "id_table", "layers", "paper_ids"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,7 +174,7 @@ def helper_calls(code: str) -> dict[str, dict]:
         published = [*node.args[2:], *(k.value for k in node.keywords if k.arg in ("data", "view"))]
         helpers = [h for e in published for h in calls(e, node.lineno, DEPTH)]
         entry = found.setdefault(node.args[1].value, {"kind": kind, "helpers": []})
-        if kind == "table" and entry["kind"] == "figure" or kind == "figure" and entry["kind"] == "table":
+        if entry["kind"] not in (kind, "table and figure"):
             entry["kind"] = "table and figure"
         entry["helpers"] = list(dict.fromkeys(entry["helpers"] + helpers))
     return found
