@@ -194,7 +194,10 @@ def scan_table(runs, datasets: Sequence[str]) -> pd.DataFrame:
     frames = [r.frame().assign(dataset=d) for r, d in zip(runs, datasets) if len(r.results)]
     if not frames:
         return pd.DataFrame(columns=["scan_id", "patient_id", "dataset"])
-    scans = pd.concat(frames, ignore_index=True)
+    # A column that is empty in one batch (the site's own CAC of phantoms, say) takes its type from the
+    # batches that fill it: its empty parts are left out of the concatenation and come back as missing.
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    scans = pd.concat([f.dropna(axis=1, how="all") for f in frames], ignore_index=True).reindex(columns=columns)
     status_cols = [c for c in scans.columns if c.startswith(STATUS_PREFIX)]
     scans[status_cols] = scans[status_cols].fillna("absent")
     return scans

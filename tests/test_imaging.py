@@ -190,3 +190,15 @@ def test_fill_measured_ct_fills_only_missing_values():
     assert out["cac_score"].tolist()[:2] == [12.0, 450.0] and np.isnan(out["cac_score"].iloc[2])
     assert out["eat_volume"].tolist()[:2] == [80.0, 95.0]  # a column the table lacks is added
     assert cohort["cac_score"].isna().sum() == 2  # the input is not modified
+
+
+def test_scan_table_of_batches_with_columns_empty_in_one(recwarn):
+    # phantoms carry no site values; the samples do: no FutureWarning of pandas, the site's values keep their type
+    phantoms = batch.BatchResult(results=[{"scan_id": "p1", "manifest_cac_score": None, f"{imaging.STATUS_PREFIX}heart": "present"}],
+                                 failures=pd.DataFrame())
+    samples = batch.BatchResult(results=[{"scan_id": "s1", "manifest_cac_score": 12.5}], failures=pd.DataFrame())
+    scans = imaging.scan_table([phantoms, samples], datasets=["phantom", "sample"])
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)], [str(w.message) for w in recwarn]
+    assert list(scans.columns) == ["scan_id", "manifest_cac_score", f"{imaging.STATUS_PREFIX}heart", "dataset"]
+    assert scans["manifest_cac_score"].dtype == float and pd.isna(scans.loc[0, "manifest_cac_score"])
+    assert list(scans[f"{imaging.STATUS_PREFIX}heart"]) == ["present", "absent"]
