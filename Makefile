@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Inside the venv, so deleting the venv also forgets that it was installed.
 STAMP := $(VENV)/.ctac-book-installed
 
-.PHONY: venv browser book book-quick test constraints clean
+.PHONY: venv browser book book-quick test lab constraints clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	# pyradiomics ships only an sdist whose build imports numpy: build it without isolation.
 	$(BIN)/python -m pip install -c constraints.txt numpy setuptools wheel versioneer
 	$(BIN)/python -m pip install -c constraints.txt --no-build-isolation pyradiomics
-	$(BIN)/python -m pip install -c constraints.txt -e ".[test]"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[test,lab]"
 	touch $@
 
 book: venv
@@ -31,6 +31,16 @@ test: venv browser
 	# Two workers, whole files each (module fixtures, such as a run of the book, are built once); the slow
 	# files run side by side, which keeps the suite within its 15 minutes on two cores.
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+# JupyterLab on the chapters, with the project's kernel: the notebooks name the kernel "python3", which is
+# registered inside the venv (share/jupyter/kernels) and, with JUPYTER_PREFER_ENV_PATH, found before any
+# "python3" kernel of the user's or the system's. Executing a chapter needs a run directory (`make book-quick`
+# makes runs/quick) and a parameter cell whose run_dir points at it from notebooks/, where the kernel starts;
+# the patient explorer of chapter 5 and the exercises need a live kernel.
+LAB_PORT ?= 8888
+lab: venv
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ctac-book)"
+	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/jupyter lab --port $(LAB_PORT) notebooks/
 
 # Headless Chromium and its WebDriver from Debian, for the browser test of the built book
 # (tests/test_browser.py). Installed with apt-get when absent: as root, else through sudo.

@@ -5,7 +5,8 @@ Jupyter Book never executes anything here (``execute_notebooks: off``): papermil
 
     _config.yml, _toc.yml, references.bib (if present)   from the repository
     book/                                                 from the repository (pages)
-    book/scorecard.md, book/status.md                     generated from <run_dir>/tables/ and run.json
+    book/scorecard.md, book/intervals.md, book/status.md  generated from <run_dir>/tables/ and run.json
+    book/_generated/reproduced.md                         generated from <run_dir>/tables/ (the front page includes it)
     book/generator_fit.md                                 generated from data_manifest/generator.yaml
     notebooks/<name>.ipynb                                from <run_dir>/executed/ (not *.failed.ipynb)
     run/tables/, run/figures/                             from <run_dir>/ (for download links)
@@ -25,12 +26,15 @@ from pathlib import Path
 
 import yaml
 
+from . import intervals as intervals_mod
 from . import manifest
 from . import scorecard as scorecard_mod
 
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: The text the front page includes (``book/intro.md``: what this run reproduces), relative to ``book/``.
+FRONT_SUMMARY = "_generated/reproduced.md"
 _TAIL_LINES = 60
 #: Suffixes Jupyter Book resolves a suffix-less ``_toc.yml`` entry to.
 _DOC_SUFFIXES = (".md", ".ipynb", ".rst")
@@ -69,10 +73,12 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
     """Write the pages generated from the run directory into a staged source tree.
 
     ``book/scorecard.md`` (:func:`ctac_helpers.scorecard.scorecard_page` of the run's tables),
-    ``book/generator_fit.md`` (:func:`ctac_helpers.scorecard.generator_fit_page` of
-    ``data_manifest/generator.yaml``) and ``book/status.md``
-    (:func:`ctac_helpers.scorecard.status_page` of its ``run.json``). Pages of
-    the same name copied from the repository are replaced.
+    ``book/intervals.md`` (:func:`ctac_helpers.intervals.intervals_page`: the run's confidence intervals
+    beside the paper's), ``book/generator_fit.md`` (:func:`ctac_helpers.scorecard.generator_fit_page` of
+    ``data_manifest/generator.yaml``), ``book/status.md`` (:func:`ctac_helpers.scorecard.status_page` of
+    its ``run.json``) and :data:`FRONT_SUMMARY`, what the run reproduces, which the front page includes
+    (:func:`ctac_helpers.scorecard.front_summary`). Pages of the same name copied from the repository
+    are replaced.
 
     Parameters
     ----------
@@ -96,14 +102,19 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
     table = scorecard_mod.scorecard(run_dir)
     pages = {
         "scorecard.md": scorecard_mod.scorecard_page(table, docs=names, page_dir="book"),
+        "intervals.md": intervals_mod.intervals_page(intervals_mod.interval_widths(run_dir), docs=names,
+                                                     page_dir="book"),
         "generator_fit.md": scorecard_mod.generator_fit_page(manifest.generator_file(), table),
         "status.md": scorecard_mod.status_page(run_json),
+        # not a page: the front page (book/intro.md) includes it
+        FRONT_SUMMARY: scorecard_mod.front_summary(table, docs=names, page_dir="book"),
     }
     written = []
     for name, text in pages.items():
         path = book_dir / name
         if path.exists():
             logger.warning("book/%s from the repository is replaced by the generated page", name)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         written.append(path)
     logger.info("generated pages: %s", ", ".join(str(p) for p in written))

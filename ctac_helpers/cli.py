@@ -34,6 +34,7 @@ from . import runner
 from . import site as site_mod
 from . import stages as stages_mod
 from .config import list_profiles, load_config
+from .validate import ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +159,14 @@ def _config_and_run_dir(args: argparse.Namespace) -> tuple[dict, Path]:
 def _cmd_run(args: argparse.Namespace) -> int:
     config, run_dir = _config_and_run_dir(args)
     if config.get("site"):
-        # before anything is written into the run directory. The tables and the key only: reading
-        # every image of a large site takes long, `ctac-book validate` does it, and ingestion checks
-        # each image again.
-        site_mod.require_valid_site(config, run_dir=run_dir, check_images=False)
+        # before anything is written into the run directory. The parameters, the tables and the key
+        # only: reading every image of a large site takes long, `ctac-book validate` does it, and
+        # ingestion checks each image again.
+        site_mod.require_valid_site(config, run_dir=run_dir, check_images=False, config_file=args.config)
+    else:
+        problems = site_mod.parameter_problems(config, args.config, runner.NOTEBOOKS_DIR, stages_mod.STAGES)
+        if problems:
+            raise ValidationError(problems, what="the configuration's stage parameters")
     logger.info("run %r (profile %s) in %s", config["name"], config["profile"], run_dir)
     results = runner.run_stages(
         config, run_dir, force=args.force, only=args.only,
@@ -221,7 +226,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         sys.stderr.write(f"ctac-book: error: {args.config} has no 'site' section; expected site: "
                          "{cohort, scans, secret} (`ctac-book init-site DIR` writes one)\n")
         return 2
-    problems = site_mod.validate_site(config, run_dir=run_dir, check_images=not args.no_images)
+    problems = site_mod.validate_site(config, run_dir=run_dir, check_images=not args.no_images,
+                                      config_file=args.config)
     n_errors = sum(p.severity == "error" for p in problems)
     lines = [str(p) for p in problems]
     what = "tables and key" if args.no_images else "tables, key and images"

@@ -228,6 +228,22 @@ def load_config(
     return merged
 
 
+def config_layers(profile: str | None = None,
+                  config_file: str | os.PathLike | None = None) -> list[tuple[str, dict]]:
+    """The files a configuration is merged from, lowest first, each with its content as read.
+
+    The built-in profile (``profile``, else the file's ``profile`` key, else ``paper``) and then
+    ``config_file`` when given. Used to name the file (and line) that sets a value in a message.
+    """
+    user = _read_yaml(Path(config_file)) if config_file is not None else {}
+    chosen = profile if profile is not None else user.get("profile", DEFAULT_PROFILE)
+    base = profile_path(chosen)
+    layers = [(str(base), _read_yaml(base))]
+    if config_file is not None:
+        layers.append((str(config_file), user))
+    return layers
+
+
 def stage_parameters(config: Mapping[str, Any], stage: Stage | str) -> dict:
     """Notebook parameters of ``stage`` under ``config``: the global seed plus the stage's own.
 

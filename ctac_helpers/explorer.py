@@ -348,8 +348,9 @@ def patient_figure(record: Mapping, images: Mapping | None = None, *, z: int | N
     Figure or SubFigure
         Four panels with a scan (axial and coronal above, SHAP bars and text below), three without (a
         "no CT scan" panel in place of the two slices); as wide as the book's page
-        (:data:`ctac_helpers.plots.PAGE_WIDTH`), its text at least :data:`ctac_helpers.plots.SMALL` points. The segmentation is coloured as in chapter 2; the top
-        structures are outlined in their bar's colour (vermillion raises the risk, blue lowers it).
+        (:data:`ctac_helpers.plots.PAGE_WIDTH`), its text at least :data:`ctac_helpers.plots.SMALL` points.
+        The segmentation is coloured as in chapter 2; the top structures are outlined in their bar's colour
+        (vermillion raises the risk, blue lowers it).
 
     Raises
     ------

@@ -386,15 +386,40 @@ def bland_altman(measured, truth) -> dict:
 
 # -- agreement with the phantoms' truth -----------------------------------------------------------
 def phantom_truth(phantom_dir: str | os.PathLike, scan_ids) -> pd.DataFrame:
-    """The phantoms' true CAC and EAT (``true_*`` columns), read from the truth files they were written with."""
+    """The phantoms' true CAC and EAT (``true_*`` columns), read from the truth files they were written with,
+    and the site's scanner offset added to each phantom (``hu_offset``)."""
     rows = []
     for sid in scan_ids:
         truth = phantom.read_truth(Path(phantom_dir) / str(sid))
         rows.append({"scan_id": sid, "true_agatston": truth["agatston"],
                      "true_calcium_volume_mm3": truth["calcium_volume_mm3"],
-                     "true_eat_volume_ml": truth["eat_volume_ml"], "true_eat_density_hu": truth["eat_density_hu"]})
+                     "true_eat_volume_ml": truth["eat_volume_ml"], "true_eat_density_hu": truth["eat_density_hu"],
+                     "hu_offset": truth["hu_offset"]})
     return pd.DataFrame(rows, columns=["scan_id", "true_agatston", "true_calcium_volume_mm3",
-                                       "true_eat_volume_ml", "true_eat_density_hu"])
+                                       "true_eat_volume_ml", "true_eat_density_hu", "hu_offset"])
+
+
+def phantom_eat_density(truth: pd.DataFrame, scans: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
+    """Each phantom's true EAT density beside its patient's in the cohort (for the text of chapter 3).
+
+    Parameters
+    ----------
+    truth : pandas.DataFrame
+        :func:`phantom_truth` (``scan_id``, ``true_eat_density_hu``, ``hu_offset``).
+    scans : pandas.DataFrame
+        The scan table (``scan_id``, ``patient_id``).
+    cohort : pandas.DataFrame
+        The cohort table (``patient_id``, ``eat_density``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``scan_id, patient_id, true_eat_density_hu, patient_eat_density_hu, hu_offset``, one row per phantom.
+    """
+    out = truth[["scan_id", "true_eat_density_hu", "hu_offset"]].merge(scans[["scan_id", "patient_id"]], on="scan_id")
+    out = out.merge(cohort[["patient_id", "eat_density"]].rename(columns={"eat_density": "patient_eat_density_hu"}),
+                    on="patient_id")
+    return out[["scan_id", "patient_id", "true_eat_density_hu", "patient_eat_density_hu", "hu_offset"]]
 
 
 def cac_within(measured, truth, rel: float = 0.05, small: float = 60.0, units: float = 3.0) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from . import manifest
+from . import manifest, validate
 from .grid import grid_differences
 from .rundir import atomic_path
 from .validate import Problem, ValidationError, _report, read_table, spreadsheet_rows, unit_hint
@@ -85,20 +85,24 @@ def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_file
                            cohort_ids=None) -> list[Problem]:
     """Check a scan manifest; return every problem found (errors and warnings).
 
-    Checks: required columns, unknown columns (warning), empty values, unique scan ids, numbers and
-    ranges of the site-supplied CAC / EAT values, that each path exists and is a DICOM folder or a
-    NIfTI file (when ``check_files``), and, given the cohort's patient ids, scans without a patient
-    and patients without a scan.
+    Checks: required columns (a column named in another case or with spaces is named as such),
+    unknown columns (warning), empty values, the ids (:func:`ctac_helpers.validate.check_ids`:
+    unique scan ids, spaces, case, spreadsheet damage), numbers and ranges of the site-supplied
+    CAC / EAT values, that each path exists and is a DICOM folder or a NIfTI file (an empty folder
+    named as such; when ``check_files``), that no two scans share an image and no label map is the
+    CT itself, and, given the cohort's patient ids, scans without a patient (an id that matches
+    one of the cohort only in case or spaces named) and patients without a scan.
     """
     file = file or df.attrs.get("file", "scan manifest")
     rows = spreadsheet_rows(df)
     schema = manifest.scan_manifest_schema()
-    problems: list[Problem] = []
+    problems, meant = validate.column_name_problems(df, schema, file)
     for c in schema.index[schema["required"]]:
-        if c not in df.columns:
+        if c not in df.columns and c not in meant:
             problems.append(Problem(file, None, c, "column missing", f"a column {c!r} ({schema.loc[c, 'description']})"))
+    renamed = {p.column for p in problems}
     for c in df.columns:
-        if c not in schema.index:
+        if c not in schema.index and c not in renamed:
             problems.append(Problem(file, None, c, "unknown column",
                                     "only the columns of data_manifest/scan_manifest.yaml; it is ignored", "warning"))
     for name, col in schema.iterrows():
@@ -107,42 +111,86 @@ def validate_scan_manifest(df: pd.DataFrame, file: str | None = None, check_file
         raw = df[name]
         values = raw.to_numpy(dtype=object)
         isnull = raw.isna().to_numpy() | (raw.astype(str).str.strip() == "").to_numpy()
-        if not col["nullable"] and isnull.any():
+        nullable = bool(col["nullable"])
+        if not nullable and isnull.any():
             _report(problems, file, name, isnull, values, "a value (this column may not be empty)", rows=rows)
         present = ~isnull
         if col["type"] == "float":
             num = pd.to_numeric(raw, errors="coerce").to_numpy(float)
             bad = present & np.isnan(num)
             if bad.any():
-                _report(problems, file, name, bad, values, "a number", rows=rows)
+                _report(problems, file, name, bad, values, "a number", rows=rows,
+                        hints=lambda v: validate.number_hint(v, col["unit"], nullable))
+            infinite = present & np.isinf(num)
+            if infinite.any():
+                _report(problems, file, name, infinite, values, "a finite number", rows=rows)
             lo, hi = col["range"]
-            out = present & ~np.isnan(num) & ((num < lo) | (num > hi))
+            out = present & np.isfinite(num) & ((num < lo) | (num > hi))
             if out.any():
                 hint = unit_hint(col["unit"], lo, hi, num[out])
                 _report(problems, file, name, out, values, f"a value in [{lo}, {hi}] {col['unit']}{hint}",
                         rows=rows)
         elif col["type"] == "path" and check_files:
-            bad = np.array([bool(p) and _image_kind(str(v)) is None for v, p in zip(values, present)])
+            bad = np.array([bool(p) and _image_kind(str(v)) is None for v, p in zip(values, present)], dtype=bool)
             if bad.any():
                 what = ("an existing DICOM series folder or NIfTI file (.nii, .nii.gz)" if name == "image"
                         else "an existing NIfTI file, or a folder of <structure>.nii.gz masks")
-                _report(problems, file, name, bad, values, what, rows=rows)
-    if "scan_id" in df.columns:
-        dup = df["scan_id"].duplicated(keep=False).to_numpy() & df["scan_id"].notna().to_numpy()
-        if dup.any():
-            _report(problems, file, "scan_id", dup, df["scan_id"].to_numpy(dtype=object), "a unique scan id",
-                    rows=rows)
+                _report(problems, file, name, bad, values, what, rows=rows, hints=_path_hint)
+    problems += validate.check_ids(df, "scan_id", file, "scan id")
+    problems += [p for p in validate.check_ids(df, "patient_id", file, "patient id")
+                 if "a unique patient id" not in p.expected]  # a patient may have several scans
+    problems += _shared_paths(df, file, rows)
     if cohort_ids is not None and "patient_id" in df.columns:
         cohort_ids = set(map(str, cohort_ids))
         orphan = ~df["patient_id"].astype(str).isin(cohort_ids).to_numpy() & df["patient_id"].notna().to_numpy()
         if orphan.any():
             _report(problems, file, "patient_id", orphan, df["patient_id"].to_numpy(dtype=object),
-                    "a patient id of the cohort table (this scan has no patient)", rows=rows)
+                    "a patient id of the cohort table (this scan has no patient)", rows=rows,
+                    hints=lambda v: validate.id_mismatch_hint(v, cohort_ids))
         missing = sorted(cohort_ids - set(df["patient_id"].astype(str)))
         if missing:
             shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
             problems.append(Problem(file, None, "patient_id", f"{len(missing)} cohort patient(s) without a scan: {shown}",
                                     "a scan for every patient of the cohort table", "warning"))
+    return problems
+
+
+def _path_hint(value) -> str:
+    """Why a path cell names no image: an empty folder, a folder without DICOM files, another file type."""
+    if not isinstance(value, str):
+        return ""
+    p = Path(value)
+    if p.is_dir():
+        return " (an empty folder)"
+    if p.is_file():
+        return f" (a file of another type: {p.name!r})"
+    return " (no such file or folder)"
+
+
+def _shared_paths(df: pd.DataFrame, file: str, rows) -> list[Problem]:
+    """Two scans with one image, and label maps or masks that are the scan's CT itself."""
+    problems: list[Problem] = []
+    if "image" in df.columns:
+        images = df["image"].to_numpy(dtype=object)
+        first: dict[str, int] = {}
+        for i, v in enumerate(images):
+            if isinstance(v, str) and v.strip():
+                key = os.path.normpath(v)
+                if key in first:
+                    problems.append(Problem(file, int(rows[i]), "image", validate.show(v),
+                                            f"an image of this scan only; row {int(rows[first[key]])} names the "
+                                            "same image (a copied row?)"))
+                else:
+                    first[key] = i
+        for column in ("label_map", "pericardium"):
+            if column not in df.columns:
+                continue
+            for i, (img, lab) in enumerate(zip(images, df[column].to_numpy(dtype=object))):
+                if isinstance(img, str) and isinstance(lab, str) and img.strip() and \
+                        os.path.normpath(img) == os.path.normpath(lab):
+                    problems.append(Problem(file, int(rows[i]), column, validate.show(lab),
+                                            f"a {column.replace('_', ' ')} file, not the scan's CT (the same path "
+                                            "as its image)"))
     return problems
 
 
@@ -179,7 +227,7 @@ def read_ct(path: str | os.PathLike) -> tuple[sitk.Image, dict]:
     ------
     IngestError
         Missing or unreadable file, no or several DICOM series, a series with mixed geometry or
-        missing slices, a non-CT modality.
+        missing slices, a non-CT modality, NaN or infinite voxels in a NIfTI file.
     """
     path = Path(path)
     kind = _image_kind(str(path))
@@ -191,6 +239,11 @@ def read_ct(path: str | os.PathLike) -> tuple[sitk.Image, dict]:
         except RuntimeError as exc:
             raise IngestError(f"{path}: unreadable NIfTI file ({_first_line(exc)})") from None
         check_nifti_complete(path, image, "NIfTI file")
+        if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+            # ITK reads NaN voxels as 0 HU; the file's own values tell
+            problem = validate.nifti_voxel_problem(path)
+            if problem:
+                raise IngestError(f"{path}: {problem}; expected {validate.CT_VOXELS_EXPECTED}")
         info = {"format": "nifti", "n_files": 1, "slice_thickness_mm": float("nan"), "kvp": float("nan")}
     else:
         image, info = _read_dicom_series(path)
@@ -375,8 +428,10 @@ def check_ct(image: sitk.Image, source: str) -> dict:
     """Geometry and intensity checks of an ingested CT; return its summary, raise on a bad image.
 
     Checks (thresholds in ``data_manifest/scan_manifest.yaml``): enough slices, spacing in mm in a
-    CT's range, the darkest voxels are air (otherwise the values are not HU, typically stored values
-    without the RescaleIntercept of -1024), and the 0.1th / 99.9th percentiles inside the HU range.
+    CT's range, finite voxels that are not all alike (NaN, infinite values and a constant volume are
+    named as such), the darkest voxels are air (otherwise the values are not HU, typically stored
+    values without the RescaleIntercept of -1024), and the 0.1th / 99.9th percentiles inside the HU
+    range.
     """
     checks = manifest.image_checks()
     size, spacing = image.GetSize(), image.GetSpacing()
@@ -387,6 +442,9 @@ def check_ct(image: sitk.Image, source: str) -> dict:
         if not lo <= s <= hi:
             raise IngestError(f"{source}: voxel spacing {s:g} along {axis}; expected a spacing in [{lo}, {hi}] mm")
     arr = sitk.GetArrayViewFromImage(image)
+    problem = validate.nonfinite_voxels(arr) or validate.constant_volume(arr)
+    if problem:
+        raise IngestError(f"{source}: {problem}; expected {validate.CT_VOXELS_EXPECTED}")
     sample = arr[:, ::4, ::4]  # percentiles of a 1-in-16 in-plane sample are exact enough and 16x cheaper
     p_lo, p_hi = (float(v) for v in np.percentile(sample, [0.1, 99.9]))
     if p_lo > checks["air_hu_max"]:
@@ -405,13 +463,17 @@ def check_ct(image: sitk.Image, source: str) -> dict:
     }
 
 
-def read_label_map(path: str | os.PathLike, ct: sitk.Image, what: str = "label map") -> sitk.Image:
+def read_label_map(path: str | os.PathLike, ct: sitk.Image, what: str = "label map",
+                   kind: str = "labels") -> sitk.Image:
     """Read a multilabel map (file) or a folder of ``<structure>.nii.gz`` masks onto the CT's grid.
 
     The labels are reoriented to LPS like the CT and must then lie on exactly the CT's grid (size,
     spacing, origin, direction): a label map made for another image is an error, not something to
     resample silently. A mask folder is combined into TotalSegmentator v2 class ids; files whose
-    names are not v2 structures are ignored with a warning.
+    names are not v2 structures are ignored with a warning. The values are checked before any cast
+    (:func:`ctac_helpers.validate.label_value_problem`): non-integer or negative values, and in a
+    multilabel map (``kind='labels'``) values outside the class map, are errors. A mask
+    (``kind='mask'``, e.g. the pericardium) may hold any non-negative integers.
     """
     path = Path(path)
     if path.is_dir():
@@ -422,7 +484,7 @@ def read_label_map(path: str | os.PathLike, ct: sitk.Image, what: str = "label m
             if name not in ids:
                 logger.warning("%s: %s is not a TotalSegmentator v2 structure; ignored", path, f.name)
                 continue
-            mask = _clean_labels(_read_nifti(f, what))
+            mask = _clean_labels(_read_nifti(f, what), f, what, "mask")
             _check_grid(mask, ct, f, what)
             arr = sitk.GetArrayViewFromImage(mask) > 0
             if combined is None:
@@ -433,7 +495,7 @@ def read_label_map(path: str | os.PathLike, ct: sitk.Image, what: str = "label m
         out = sitk.GetImageFromArray(combined)
         out.CopyInformation(ct)
         return out
-    labels = _clean_labels(_read_nifti(path, what))
+    labels = _clean_labels(_read_nifti(path, what), path, what, kind)
     _check_grid(labels, ct, path, what)
     # within tolerance is the same grid: copy the CT's exactly, as PyRadiomics checks to 1e-6 of a voxel
     labels.CopyInformation(ct)
@@ -451,11 +513,12 @@ def _read_nifti(path: Path, what: str) -> sitk.Image:
     return image
 
 
-def _clean_labels(image: sitk.Image) -> sitk.Image:
+def _clean_labels(image: sitk.Image, path, what: str, kind: str) -> sitk.Image:
     image = sitk.DICOMOrient(image, "LPS")
     arr = sitk.GetArrayViewFromImage(image)
-    if np.issubdtype(arr.dtype, np.floating) and not np.array_equal(arr, np.round(arr)):
-        raise ValueError("label values must be integers")
+    problem = validate.label_value_problem(arr, kind)
+    if problem:  # checked before the cast below, which would read -1 as 255
+        raise IngestError(f"{path}: {what}: {problem}")
     out = sitk.GetImageFromArray(arr.astype(np.uint8 if arr.max() < 256 else np.uint16))
     out.CopyInformation(image)
     return out
@@ -494,7 +557,8 @@ def ingest_scan(scan: Mapping, cache_dir: str | os.PathLike) -> dict:
                               ("pericardium", "pericardium.nii.gz", "pericardium_path")):
         src = scan.get(column)
         if isinstance(src, str) and src.strip():
-            labels = read_label_map(src, ct, what=column.replace("_", " "))
+            labels = read_label_map(src, ct, what=column.replace("_", " "),
+                                    kind="labels" if column == "label_map" else "mask")
             record[key] = str(write_image(labels, out_dir / name))
     return record
 

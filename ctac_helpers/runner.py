@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, NamedTuple
 from .config import SITE_KEYS, SITE_PARAMETERS, stage_parameters, validate_config
 from .rundir import RunDir, file_sha256
 from .stages import STAGES, Stage, execution_order, get_stage
+from .validate import ValidationError, parameter_specs, stage_parameter_problems
 
 logger = logging.getLogger(__name__)
 
@@ -201,6 +202,9 @@ def notebook_parameters(config: Mapping, stage: Stage, notebook_path: Path) -> d
     ------
     ValueError
         The configuration sets a parameter missing from the notebook's ``parameters`` cell.
+    ValidationError
+        A parameter's value has not the type or lies outside the range the cell declares (every such
+        parameter listed).
     """
     return _select_parameters(config, stage, declared_parameters(notebook_path), notebook_path.name)
 
@@ -221,6 +225,9 @@ def _select_parameters(config: Mapping, stage: Stage, declared: Mapping, noteboo
             f"stage {stage.name!r}: parameter {unknown[0]!r} is not declared in the parameters cell of "
             f"{notebook_name}; allowed: {', '.join(allowed) if allowed else '(none)'}"
         )
+    problems = stage_parameter_problems(stage.name, own, parameter_specs(declared, notebook_name))
+    if problems:
+        raise ValidationError(problems, what=f"the parameters of stage {stage.name!r}")
     return {k: v for k, v in stage_parameters(config, stage).items() if k in declared and k != "run_dir"}
 
 
@@ -505,8 +512,9 @@ def run_stages(
     Raises
     ------
     ValueError
-        Unknown stage in ``force``/``only``, invalid configuration, or a parameter that a notebook
-        does not declare (checked for every stage before anything runs).
+        Unknown stage in ``force``/``only``, invalid configuration, a parameter that a notebook
+        does not declare, or one of the wrong type or out of its declared range (checked for every
+        stage before anything is written).
     FileNotFoundError
         A stage notebook is missing.
     StageFailed
@@ -519,13 +527,13 @@ def run_stages(
     if only is not None:
         get_stage(only, stages)
     notebooks_dir = Path(notebooks_dir)
-    rd = RunDir(run_dir)
-    root = rd.root.resolve()
     selected = [s for s in order if only is None or s.name == only]
-    # Inspect every notebook up front so that a typo in the configuration fails before any
-    # (possibly long) stage has run.
+    # Inspect every notebook up front so that a typo or a wrongly typed value in the configuration
+    # fails before any (possibly long) stage has run, and before the run directory is created.
     for stage in selected:
         notebook_parameters(config, stage, _notebook_path(stage, notebooks_dir))
+    rd = RunDir(run_dir)
+    root = rd.root.resolve()
 
     code = code_hash()
     record = rd.read_run_json()

@@ -53,7 +53,10 @@ may give, per key, one sentence on why the book may miss the row (:func:`scoreca
 
 A table the run does not hold (a stage that was skipped or failed) gives no rows. The book's
 "Replication scorecard" and "Run status" pages are rendered by :func:`scorecard_page` and
-:func:`status_page` when ``ctac-book build`` stages the source tree (:mod:`ctac_helpers.book`).
+:func:`status_page` when ``ctac-book build`` stages the source tree (:mod:`ctac_helpers.book`), and the
+front page's account of what the run reproduces by :func:`front_summary`: the counts of the groups and
+the paper's headline findings (``headline_findings`` in ``paper_values.yaml``, :func:`findings_status`),
+each reproduced when every row that tests it holds.
 """
 
 from __future__ import annotations
@@ -289,6 +292,138 @@ def scorecard_notes() -> dict[str, str]:
     return {str(k): v.strip() for k, v in entry.items()}
 
 
+def headline_findings() -> list[dict]:
+    """The paper's headline findings and the scorecard rows that test each (``headline_findings`` in
+    ``paper_values.yaml``).
+
+    Returns
+    -------
+    list of dict
+        ``{'finding': str, 'keys': [key, ...]}`` in the data file's order.
+
+    Raises
+    ------
+    ValueError
+        The entry is missing or not a list of such mappings, a finding has no text or no keys, or a key
+        is unknown (not in :func:`row_keys`).
+    """
+    entry = manifest.paper_values().get("headline_findings")
+    if not isinstance(entry, list) or not entry:
+        raise ValueError("data_manifest/paper_values.yaml has no 'headline_findings' list")
+    out = []
+    for i, item in enumerate(entry):
+        if not isinstance(item, Mapping) or set(item) != {"finding", "keys"}:
+            raise ValueError(f"headline_findings[{i}] must be a mapping with exactly 'finding' and 'keys', "
+                             f"got {item!r}")
+        text, keys = item["finding"], item["keys"]
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"headline_findings[{i}].finding must be non-empty text, got {text!r}")
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise ValueError(f"headline_findings[{i}].keys must be a non-empty list of scorecard keys, got {keys!r}")
+        _check_keys(f"headline_findings[{i}].keys", keys)
+        out.append({"finding": text.strip(), "keys": list(keys)})
+    return out
+
+
+#: A headline finding's verdict on a run, by the state of its rows.
+FINDING_STATUSES = ("reproduced", "not reproduced", "not tested")
+
+
+def findings_status(table: pd.DataFrame, findings: list[dict] | None = None) -> pd.DataFrame:
+    """Whether a run reproduces each of the paper's headline findings.
+
+    A finding is *reproduced* when every row that tests it holds, *not reproduced* when one of them
+    misses, and *not tested* when a row is absent from the run or cannot be judged and none misses.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The output of :func:`scorecard`.
+    findings : list of dict, optional
+        ``{'finding', 'keys'}`` items; default :func:`headline_findings`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``finding``, ``keys`` (list), ``status`` (one of :data:`FINDING_STATUSES`) and ``missed``
+        (the keys that miss), in the findings' order.
+    """
+    findings = findings if findings is not None else headline_findings()
+    within = dict(zip(table["key"], table["within"])) if not table.empty else {}
+    rows = []
+    for f in findings:
+        states = [within.get(k) for k in f["keys"]]
+        missed = [k for k, w in zip(f["keys"], states) if _is_comparable(w) and not w]
+        if missed:
+            status = "not reproduced"
+        elif all(_is_comparable(w) and w for w in states):
+            status = "reproduced"
+        else:
+            status = "not tested"
+        rows.append({"finding": f["finding"], "keys": list(f["keys"]), "status": status, "missed": missed})
+    return pd.DataFrame.from_records(rows, columns=["finding", "keys", "status", "missed"])
+
+
+def front_summary(table: pd.DataFrame, docs: Collection[str] | None = None, page_dir: str = "book",
+                  findings: list[dict] | None = None) -> str:
+    """What a run reproduces, for the book's front page (MyST Markdown, included by ``book/intro.md``).
+
+    One paragraph with the count of rows that hold in each group of the scorecard, then the paper's
+    headline findings (:func:`headline_findings`), each marked reproduced, not reproduced or not tested
+    on this run (:func:`findings_status`). ``ctac-book build`` writes it from the run's tables, so the
+    front page cannot drift from the scorecard.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The output of :func:`scorecard`.
+    docs : collection of str, optional
+        Documents of the book; the scorecard is linked only when among them. Default: link it.
+    page_dir : str
+        Folder of the page that includes the text (links are relative to it).
+    findings : list of dict, optional
+        Default :func:`headline_findings`.
+
+    Returns
+    -------
+    str
+        The text (no heading of its own).
+    """
+    scorecard_link = _doc_link("book/scorecard", docs, page_dir, "replication scorecard")
+    if table.empty:
+        return (f"This run holds none of the results the {scorecard_link} compares with the paper, so this page "
+                "cannot say what it reproduces.\n")
+    summary = group_summary(table)
+    n = _run_size(table)
+    (hw, hn), (fw, fn), (mw, mn) = summary["held_out"], summary["fitted"], summary["margins"]
+    who = f"this run's {n:,} patients" if n is not None else "this run's patients"
+    status = findings_status(table, findings)
+    counts = {s: int((status["status"] == s).sum()) for s in FINDING_STATUSES}
+    if hn:
+        held = (f"**{hw} of the {hn} held-out results** hold: the results the synthetic generator was not fitted "
+                "to, which test whether it carries the paper's findings.")
+    else:
+        held = "none of the held-out results, which test the synthetic generator, can be judged."
+    others = [f"{w} of the {n_} results it was fitted to" if g == "fitted" else f"{w} of {n_} cohort numbers"
+              for g, (w, n_) in (("fitted", (fw, fn)), ("margins", (mw, mn))) if n_]
+    lines = [
+        f"**What this run reproduces.** On {who}, {held}"
+        + (f" {' and '.join(others)} hold." if others else "")
+        + f" Of the paper's {len(status)} headline findings, this run reproduces {counts['reproduced']} and does "
+        f"not reproduce {counts['not reproduced']}"
+        + (f"; {counts['not tested']} cannot be tested on it" if counts["not tested"] else "")
+        + f". The {scorecard_link} gives every row and the reason for each miss; a separate page explains "
+        + _doc_link("book/intervals", docs, page_dir, "why the book's AUC intervals are narrower than the paper's")
+        + ".",
+        "",
+        "| The paper's finding | On this run |",
+        "|---|---|",
+    ]
+    marks = {"reproduced": "reproduced", "not reproduced": "**not reproduced**", "not tested": "not tested"}
+    lines += [f"| {_cell(r.finding)} | {marks[r.status]} |" for r in status.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
 # -- small helpers ------------------------------------------------------------------------------
 def _num(value) -> float:
     """A float, or NaN for an empty or non-numeric field."""
@@ -400,6 +535,15 @@ def _p_only(text) -> str:
     return m.group(0).strip() if m else str(text)
 
 
+def _p_phrase(text) -> str:
+    """A printed p-value as a statement: ``'<0.001'`` -> ``'p < 0.001'``, ``'0.384'`` -> ``'p = 0.384'``."""
+    m = _P_TEXT.match(str(text))
+    if not m:
+        return str(text)
+    op = {"≤": "<=", "≥": ">="}.get(m.group(1) or "=", m.group(1) or "=")
+    return f"p {op} {m.group(2)}"
+
+
 def _comparison_row(key: str, item: str, table: str, labels: tuple[str, str], context: str, paper_p: str,
                     book_p, book_text: str, paper_higher: str | None, book_aucs: tuple[float, float],
                     alpha: float) -> dict:
@@ -418,7 +562,7 @@ def _comparison_row(key: str, item: str, table: str, labels: tuple[str, str], co
     directed = bool(paper_sig) and paper_higher in ("a", "b")
 
     def printed(sig: bool | None, text: str) -> str:
-        return text if sig is None else f"{'significant' if sig else 'not significant'} ({text})"
+        return text if sig is None else f"{'significant' if sig else 'not significant'} ({_p_phrase(text)})"
 
     book = printed(book_sig, book_text or _p_only(book_value))
     if directed:
@@ -894,6 +1038,14 @@ def _chapter_link(where: str, docs: Collection[str] | None, page_dir: str) -> st
     return f"[{label}]({target}.ipynb)"
 
 
+def _doc_link(doc: str, docs: Collection[str] | None, page_dir: str, label: str | None = None) -> str:
+    """A ``{doc}`` link to a page of the book, or its name in italics when the book lacks the page."""
+    if docs is not None and doc not in docs:
+        return f"*{label or Path(doc).name.replace('_', ' ')}*"
+    target = os.path.relpath(doc, page_dir).replace(os.sep, "/")
+    return f"{{doc}}`{label} <{target}>`" if label else f"{{doc}}`{target}`"
+
+
 def _fmt(value: float, spec: str) -> str:
     return "" if value is None or not math.isfinite(value) else format(value, spec)
 
@@ -911,12 +1063,82 @@ def group_summary(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
     return out
 
 
+#: How the page names each group in running text, with what agreement there means.
+_GROUP_TEXT = {
+    "held_out": ("held out", "results the synthetic generator was not fitted to: the test of its structure"),
+    "fitted": ("fitted to", "results the generator's structural constants are fitted to: agreement by construction"),
+    "margins": ("cohort margins", "the cohort numbers of Tables 1-2, which the cohort is calibrated to"),
+}
+#: What the page says where ``scorecard_notes`` records no reason for a row that misses.
+NO_NOTE = "Not established: no cause is recorded for this row."
+
+
+def _within_cell(within, difference: float, tolerance: float) -> str:
+    """The *Within* cell: ``yes``/``**no**`` (with the difference and its tolerance for a numeric
+    criterion), ``not judged`` where the row cannot be compared."""
+    if not _is_comparable(within):
+        return "not judged"
+    text = "yes" if within else "**no**"
+    if math.isfinite(difference) and math.isfinite(tolerance):
+        bound = "exact" if tolerance == 0 else f"±{tolerance:.3g}"
+        text += f" ({_signed(difference)}; {bound})"
+    return text
+
+
+def _run_size(table: pd.DataFrame) -> int | None:
+    """The run's number of patients, read off the ``table1/n`` row (None without it)."""
+    row = table[table["key"] == "table1/n"]
+    if row.empty or not math.isfinite(row.iloc[0]["difference"]):
+        return None
+    return int(round(manifest.paper_entry("cohort")["values"]["n"] + row.iloc[0]["difference"]))
+
+
+def size_sentence(table: pd.DataFrame) -> str:
+    """One sentence on the run's cohort size when it is not the paper's ('' when it is, or unknown)."""
+    n, paper_n = _run_size(table), manifest.paper_entry("cohort")["values"]["n"]
+    if n is None or n == paper_n:
+        return ""
+    return (f"This run analysed {n:,} patients, not the paper's {paper_n:,}: with fewer patients its results "
+            "vary more from one seed to another, so some rows miss by chance alone (the `paper` profile, "
+            "`make book`, runs at the paper's size).")
+
+
+def miss_lines(table: pd.DataFrame, notes: Mapping[str, str] | None = None) -> list[str]:
+    """The rows of a :func:`scorecard` table that miss, one Markdown list item each, with why.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The output of :func:`scorecard`.
+    notes : mapping, optional
+        ``{key: reason}``; default :func:`scorecard_notes`. A row without a note says that no cause is
+        recorded (:data:`NO_NOTE`) rather than guess one.
+
+    Returns
+    -------
+    list of str
+        ``- **<what is compared>** (<item>, <group>): paper <value>; this book <value>. *Why:* <reason>``
+    """
+    notes = dict(notes) if notes is not None else scorecard_notes()
+    lines = []
+    for r in table[table["within"].map(lambda w: _is_comparable(w) and not w)].itertuples(index=False):
+        group = _GROUP_TEXT.get(r.group, (r.group, ""))[0]
+        # without a note, the key tells a maintainer where one would go
+        reason = notes[r.key] if r.key in notes else f"{NO_NOTE[:-1]} (`{r.key}`)."
+        lines.append(f"- **{_cell(r.quantity)}** ({_cell(item_label(r.item))}, {group}): paper {_cell(r.paper)}; "
+                     f"this book {_cell(r.book)}. *Why:* {_cell(reason)}")
+    return lines
+
+
 def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, page_dir: str = "book",
                    tolerances: Mapping | None = None, notes: Mapping[str, str] | None = None) -> str:
     """The "Replication scorecard" page (MyST Markdown) of a :func:`scorecard` table.
 
-    The page gives a summary by group (fitted to, held out, cohort margins), the rows that miss with
-    the reason recorded for each, and the full table grouped by group.
+    The page leads with the count of rows that hold in each group (held out, fitted to, cohort
+    margins) and the list of rows that miss, each with the reason ``scorecard_notes`` records (or the
+    plain statement that none is recorded); then how a row is judged, and every row, one table per
+    group. The tables have six columns so that they fit a 1280-pixel page: the criterion's numbers
+    (difference and tolerance) sit in the *Within* cell.
 
     Parameters
     ----------
@@ -928,7 +1150,7 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
     page_dir : str
         Folder of the page in the book's source tree (links are relative to it).
     tolerances : mapping, optional
-        The tolerances the introduction states; default :func:`scorecard_tolerances`.
+        The tolerances the page states; default :func:`scorecard_tolerances`.
     notes : mapping, optional
         ``{key: reason}`` shown beside the rows that miss; default :func:`scorecard_notes`.
 
@@ -938,75 +1160,76 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
         The page's text.
     """
     tol = dict(tolerances) if tolerances is not None else scorecard_tolerances()
-    notes = dict(notes) if notes is not None else scorecard_notes()
     count = "exactly" if tol["count"] == 0 else f"within {tol['count']:g}"
-    parts = [
-        "# Replication scorecard",
-        "",
-        "Every headline number and comparison of the paper that this book's run reproduces, beside the "
-        "paper's value as printed. The page is generated from the run's tables each time the book is built; "
-        "nothing on it is typed by hand.",
-        "",
-        "```{admonition} The default data are synthetic\n:class: warning\n"
-        "Unless the book was built on real data, these numbers come from the synthetic cohort, calibrated "
-        "to the paper's published summaries. Agreement on the cohort numbers is agreement with that "
-        "calibration target, and the model results demonstrate the method; neither is evidence about "
-        "patients.\n```",
-        "",
-        "Rows fall in three groups. *Fitted to*: the numbers the synthetic cohort generator's structural "
-        "constants are fitted to (`generator_targets` in `data_manifest/paper_values.yaml`); agreement there "
-        "is by construction. *Held out*: every other comparison, a test of the generator's structure. "
-        "*Cohort margins*: the cohort numbers of Tables 1-2 and the Results text, which the cohort is "
-        "calibrated to (chapter 0).",
-        "",
-        "*Criterion* states what *Within* checks: AUCs within "
-        f"{tol['auc']:g} of the paper's ({tol['subgroup_auc']:g} for the subgroup AUCs of Supplementary Fig. 3); "
-        "hazard ratios and NRI components inside the paper's 95% interval; shares within "
-        f"{tol['percent']:g} percentage points; the AI threshold within {tol['threshold']:g}; a DeLong comparison "
-        f"with its p-value on the same side of {tol['p_value']:g} as the paper's and, where the paper's is "
-        "significant, the same model higher; the order of the models' AUCs as the paper's AUCs give it (a tie "
-        "in the paper gives no order row); cohort numbers within the tolerance of the calibration table; the "
-        f"cohort's size {count}. *Within* is empty where the two cannot be compared. The number beside a "
-        "tolerance is this book's value minus the paper's.",
-        "",
-    ]
+    parts = ["# Replication scorecard", ""]
     if table.empty:
-        parts += ["The run directory holds none of the tables the scorecard reads.", ""]
+        parts += ["Every headline number and comparison of the paper beside this run's value, generated from "
+                  "the run's tables when the book is built. The run directory holds none of the tables the "
+                  "scorecard reads.", ""]
         return "\n".join(parts)
     other = sorted(set(table["group"]) - set(GROUPS))
     if other:
         raise ValueError(f"scorecard rows of unknown groups {other}; known: {', '.join(GROUPS)}")
     summary = group_summary(table)
-    texts = []
-    for group, heading in GROUPS.items():
-        n_within, n = summary[group]
-        share = f" ({100 * n_within / n:.0f}%)" if group == "held_out" and n else ""
-        texts.append(f"**{heading}:** {n_within} of {n} within{share}")
+    counts = [f"**{summary[g][0]} of {summary[g][1]}** {_GROUP_TEXT[g][0]} ({_GROUP_TEXT[g][1]})"
+              for g in ("held_out", "fitted", "margins")]
     n_other = sum(not _is_comparable(w) for w in table["within"])
-    parts += ["## Summary", "", "; ".join(texts) + f". {len(table)} rows, {n_other} of them not comparable.", ""]
-
-    misses = table[table["within"].map(lambda w: _is_comparable(w) and not w)]
-    parts += ["## Rows that miss", ""]
-    if misses.empty:
-        parts += ["None: every comparable row is within.", ""]
+    misses = miss_lines(table, notes)
+    parts += [
+        "Every headline number and comparison of the paper beside this run's value, generated from the run's "
+        f"tables when the book is built. Of its {len(table)} rows, these hold: {'; '.join(counts)}."
+        + (f" {n_other} row{'s' if n_other != 1 else ''} cannot be judged (*not judged* below)." if n_other else ""),
+        "",
+        "```{note}\nOn the default the patients are synthetic (chapter 0): agreement shows that the method and the "
+        "generator carry the paper's findings, not that the findings hold in patients.\n```",
+        "",
+        "## What this run does not reproduce",
+        "",
+    ]
+    size = size_sentence(table)
+    if not misses:
+        parts += ["Nothing: every row that can be judged holds." + (f" {size}" if size else ""), ""]
     else:
-        for r in misses.itertuples(index=False):
-            reason = notes.get(r.key, "no reason recorded")
-            parts.append(f"- {_cell(item_label(r.item))}, {_cell(r.quantity)}: paper {_cell(r.paper)}, this book "
-                         f"{_cell(r.book)} ({GROUPS.get(r.group, r.group).lower()}, `{r.key}`). *{_cell(reason)}*")
-        parts.append("")
-    header = ["Item", "Quantity", "Paper", "This book", "Criterion", "Within", "Chapter"]
-    parts += ["## All rows", ""]
+        parts += [f"{len(misses)} row{'s' if len(misses) != 1 else ''} miss. Each gives the reason recorded in "
+                  "`scorecard_notes` (`data_manifest/paper_values.yaml`); where none is recorded, the page says "
+                  "so." + (f" {size}" if size else ""), "", *misses, ""]
+    parts += [
+        "## How a row is judged",
+        "",
+        "*Held out* rows test the synthetic generator: it is not tuned to them. *Fitted to* rows are the few "
+        "results its structural constants are fitted to (`generator_targets` in "
+        f"`data_manifest/paper_values.yaml`; {_doc_link('book/generator_fit', docs, page_dir)}), so agreement "
+        "there is by construction, as it "
+        "is for the *cohort margins*, the numbers of Tables 1-2 and the Results text the cohort is calibrated to "
+        "(chapter 0).",
+        "",
+        f"*Within* says whether a row meets its criterion: AUCs within {tol['auc']:g} of the paper's "
+        f"({tol['subgroup_auc']:g} for the subgroup AUCs of Supplementary Fig. 3); hazard ratios and NRI components "
+        f"inside the paper's 95% interval; shares within {tol['percent']:g} percentage points; the AI threshold "
+        f"within {tol['threshold']:g}; cohort numbers within the tolerance of the calibration table; the cohort's "
+        f"size {count}. A DeLong comparison holds when it is significant (p < {tol['p_value']:g}) in this run exactly "
+        "where it is in the paper and, where the paper's is significant, the same model has the higher AUC. An "
+        "*AUC order* row holds when this run ranks the two models as the paper's AUCs do (a tie in the paper gives "
+        "no row). Beside a numeric criterion, *Within* gives this run's value minus the paper's and the "
+        "tolerance; *not judged* marks a row that summarises rather than compares. The paper's AUC intervals "
+        "are shown as printed but judge nothing: "
+        + _doc_link("book/intervals", docs, page_dir, "why they are wider than the book's")
+        + ".",
+        "",
+        "## All rows",
+        "",
+    ]
+    header = ["Item", "Quantity", "Paper", "This book", "Within", "Chapter"]
     for group, heading in GROUPS.items():
         sub = table[table["group"] == group]
         if sub.empty:
             continue
-        rows = []
-        for r in sub.itertuples(index=False):
-            within = "" if not _is_comparable(r.within) else ("yes" if r.within else "**no**")
-            rows.append([_cell(item_label(r.item)), _cell(r.quantity), _cell(r.paper), _cell(r.book),
-                         _cell(r.criterion), within, _chapter_link(r.where, docs, page_dir)])
-        parts += [f"### {heading}", "", _markdown_table(header, rows), ""]
+        rows = [[_cell(item_label(r.item)), _cell(r.quantity), _cell(r.paper), _cell(r.book),
+                 _within_cell(r.within, r.difference, r.tolerance), _chapter_link(r.where, docs, page_dir)]
+                for r in sub.itertuples(index=False)]
+        # the theme's compact table style: six columns of wrapped text fit a 1280-pixel page
+        parts += [f"### {heading}", "", "```{table}", ":class: table-sm small", "",
+                  _markdown_table(header, rows), "```", ""]
     return "\n".join(parts)
 
 

@@ -34,14 +34,17 @@ import numpy as np
 import pandas as pd
 import SimpleITK as sitk
 
-from . import ingest, manifest
+from . import config as config_mod
+from . import ingest, manifest, validate
+from . import stages as stages_mod
 from .grid import grid_differences
 from .privacy import MIN_SECRET_BYTES, pseudonymise, read_secret
 from .validate import Problem, ValidationError, read_table, spreadsheet_rows, validate_cohort
 
 __all__ = [
     "SITE_FILES", "MEASURED_COLUMNS", "init_site", "cohort_template", "scans_template", "read_table",
-    "run_directory", "check_secret", "check_scan_images", "validate_site", "require_valid_site",
+    "run_directory", "check_secret", "check_scan_images", "parameter_problems", "validate_site",
+    "require_valid_site",
     "load_cohort", "load_scans",
 ]
 
@@ -308,17 +311,56 @@ def _check_scan(scan: Mapping, file: str, row: int) -> list[Problem]:
         if not isinstance(src, str) or not src.strip() or ingest._image_kind(src) is None:
             continue  # absent (optional) or missing (reported by the manifest check)
         what = column.replace("_", " ")
+        kind = "labels" if column == "label_map" else "mask"
+        arr = None
         try:
             if Path(src).is_file():
                 header = _nifti_header(src, what)
                 if ct is not None and _labels_match_by_header(header, ct_header, ct):
+                    # on the CT's grid by its header: no reorientation, but the values are read and checked
                     ingest.check_nifti_complete(src, header, what)
-                    continue
-            if ct is not None:
-                ingest.read_label_map(src, ct, what=what)
+                    arr = sitk.GetArrayFromImage(sitk.ReadImage(src))
+                    problem = validate.label_value_problem(arr, kind)
+                    if problem:
+                        raise ingest.IngestError(f"{src}: {what}: {problem}")
+            if arr is None and ct is not None:
+                arr = sitk.GetArrayFromImage(ingest.read_label_map(src, ct, what=what, kind=kind))
         except (ValueError, RuntimeError, OSError) as exc:
-            problems.append(_problem(file, row, column, src, exc, f"a {what} on the CT's voxel grid"))
+            problems.append(_problem(file, row, column, src, exc,
+                                     f"a {what} of this CT (its voxel grid, valid values)"))
+            continue
+        if arr is not None:
+            problems += _label_content_problems(arr, column, scan, file, row, src)
     return problems
+
+
+def _measured(scan: Mapping, column: str) -> bool:
+    """Whether the book measures ``column`` (CAC or EAT) on this scan: the manifest gives no value."""
+    value = pd.to_numeric(pd.Series([scan.get(column)]), errors="coerce").iloc[0]
+    return bool(np.isnan(value))
+
+
+def _label_content_problems(arr: np.ndarray, column: str, scan: Mapping, file: str, row: int,
+                            src: str) -> list[Problem]:
+    """An empty label map (error), no heart where CAC or EAT are measured (warning), an empty
+    pericardium mask where EAT is measured (error)."""
+    empty = not arr.any()
+    if column == "pericardium":
+        if empty and _measured(scan, "eat_volume"):
+            return [Problem(file, row, column, f"{src!r}, an empty mask (every voxel 0)",
+                            "the pericardial sac to measure EAT in (or an empty cell: the book then derives the "
+                            "sac from the heart)")]
+        return []
+    if empty:
+        return [Problem(file, row, column, f"{src!r}, an empty label map (every voxel 0)",
+                        "the structures segmented on this CT (TotalSegmentator v2 class ids)")]
+    needs = {m: c for m, c in (("CAC", "cac_score"), ("EAT", "eat_volume")) if _measured(scan, c)}
+    problem = validate.heart_problem(arr) if needs else None
+    if problem:
+        return [Problem(file, row, column, f"{src!r}, with {problem}",
+                        f"a heart, to measure {' and '.join(needs)} on this scan (the manifest gives no "
+                        f"{' or '.join(needs.values())}); without one they cannot be measured", "warning")]
+    return []
 
 
 def check_scan_images(scans: pd.DataFrame, file: str | None = None) -> list[Problem]:
@@ -328,10 +370,13 @@ def check_scan_images(scans: pd.DataFrame, file: str | None = None) -> list[Prob
     (:func:`ctac_helpers.ingest.read_ct`: an unreadable file, a DICOM folder with several series,
     a series with mixed geometry or unevenly spaced slices) and checked
     (:func:`ctac_helpers.ingest.check_ct`: slices, spacing, air at -1000 HU rather than a +1024
-    offset); each label map and pericardium mask must lie on the CT's grid
-    (:func:`ctac_helpers.ingest.read_label_map`). NIfTI headers are read first, and a label file whose
-    header already shows the CT's grid is not read further. Only one scan is held in memory; the
-    CT's voxels are read because the HU checks need them.
+    offset, NaN or infinite voxels, a constant volume); each label map and pericardium mask must lie
+    on the CT's grid (:func:`ctac_helpers.ingest.read_label_map`) and hold valid values
+    (:func:`ctac_helpers.validate.label_value_problem`: integers, not negative, class ids of the
+    class map). An empty label map and an empty pericardium mask where EAT is measured are errors;
+    a label map without a heart where CAC or EAT are measured is a warning (the scan cannot be
+    measured). NIfTI headers are read first, and a label file whose header already shows the CT's
+    grid is not reoriented. Only one scan is held in memory.
 
     Parameters
     ----------
@@ -373,10 +418,13 @@ def _no_rows(df: pd.DataFrame, file: str, expected: str) -> list[Problem]:
 
 
 def validate_site(config: Mapping, run_dir: str | os.PathLike | None = None,
-                  check_images: bool = True) -> list[Problem]:
+                  check_images: bool = True, config_file: str | os.PathLike | None = None,
+                  notebooks_dir: str | os.PathLike | None = None) -> list[Problem]:
     """Check a site's data as a run would use it; return every problem found (errors and warnings).
 
-    Checks the secret key (:func:`check_secret`), the cohort table
+    Checks every stage parameter the configuration sets against its notebook's declaration
+    (:func:`ctac_helpers.validate.config_parameter_problems`), the secret key
+    (:func:`check_secret`), the cohort table
     (:func:`ctac_helpers.validate.validate_cohort`, the CT columns of :data:`MEASURED_COLUMNS`
     optional), the scan manifest (:func:`ctac_helpers.ingest.validate_scan_manifest`, against the
     cohort's patient ids) and, with ``check_images``, every scan's images
@@ -389,12 +437,17 @@ def validate_site(config: Mapping, run_dir: str | os.PathLike | None = None,
     run_dir : path-like, optional
         The run directory (default ``./runs/<name>``, as the CLI); the key must lie outside it.
     check_images : bool
-        Read every image. False checks the tables and the key only (fast).
+        Read every image. False checks the parameters, the tables and the key only (fast).
+    config_file : path-like, optional
+        The configuration file ``config`` was loaded from: a parameter's problem names it (or the
+        profile's file) and the line. Without it the problems name ``configuration``.
+    notebooks_dir : path-like, optional
+        The stage notebooks (default: the book's ``notebooks/``).
 
     Returns
     -------
     list of Problem
-        Errors and warnings, in the order: key, cohort table, scan manifest, images.
+        Errors and warnings, in the order: parameters, key, cohort table, scan manifest, images.
 
     Raises
     ------
@@ -405,7 +458,8 @@ def validate_site(config: Mapping, run_dir: str | os.PathLike | None = None,
     if not site:
         raise ValueError("the configuration has no 'site' section; expected site: {cohort, scans, secret} "
                          "(`ctac-book init-site DIR` writes one)")
-    problems = check_secret(site["secret"], run_directory(config, run_dir))
+    problems = parameter_problems(config, config_file, notebooks_dir)
+    problems += check_secret(site["secret"], run_directory(config, run_dir))
     cohort_file, scans_file = str(site["cohort"]), str(site["scans"])
     cohort, found = _read(cohort_file, "site.cohort", read_table)
     problems += found
@@ -424,8 +478,23 @@ def validate_site(config: Mapping, run_dir: str | os.PathLike | None = None,
     return problems
 
 
+def parameter_problems(config: Mapping, config_file: str | os.PathLike | None = None,
+                       notebooks_dir: str | os.PathLike | None = None, stages=None) -> list[Problem]:
+    """Every stage parameter of ``config`` checked against its notebook's ``parameters`` cell.
+
+    ``config_file`` (the file ``config`` was loaded from) lets each problem name the file that sets
+    the parameter and its line; ``notebooks_dir`` defaults to the book's ``notebooks/`` and
+    ``stages`` to the book's stage registry.
+    """
+    from . import runner  # deferred: the runner is needed for its notebooks folder only
+
+    layers = config_mod.config_layers(config.get("profile"), config_file)
+    return validate.config_parameter_problems(config, stages or stages_mod.STAGES,
+                                              notebooks_dir or runner.NOTEBOOKS_DIR, layers)
+
+
 def require_valid_site(config: Mapping, run_dir: str | os.PathLike | None = None,
-                       check_images: bool = True) -> list[Problem]:
+                       check_images: bool = True, config_file: str | os.PathLike | None = None) -> list[Problem]:
     """Validate a site's data (:func:`validate_site`); log the warnings, raise on any error.
 
     Returns
@@ -438,7 +507,7 @@ def require_valid_site(config: Mapping, run_dir: str | os.PathLike | None = None
     ValidationError
         Listing every error.
     """
-    problems = validate_site(config, run_dir=run_dir, check_images=check_images)
+    problems = validate_site(config, run_dir=run_dir, check_images=check_images, config_file=config_file)
     for p in problems:
         if p.severity == "warning":
             logger.warning("%s", p)
@@ -542,6 +611,10 @@ def load_scans(scan_manifest: str | os.PathLike, secret_file: str | os.PathLike,
     problems += ingest.validate_scan_manifest(scans, file, check_files=True)
     _raise_errors(problems, f"the scan manifest {file}")
     scans = scans.copy()
+    schema = manifest.scan_manifest_schema()
+    for name in schema.index[schema["type"] == "float"]:
+        if name in scans.columns:  # read as text, checked above
+            scans[name] = pd.to_numeric(scans[name], errors="coerce")
     scans["scan_id"] = pseudonymise(scans["scan_id"], secret, "scan")
     scans["patient_id"] = pseudonymise(scans["patient_id"], secret, "patient")
     if cohort_ids is not None:

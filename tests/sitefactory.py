@@ -6,8 +6,10 @@ folder, the others NIfTI CTs; every CT is 16 x 16 x 10 voxels, air (-1000 HU) in
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,16 +98,25 @@ def template_lines(path: Path) -> tuple[list[str], list[str]]:
     return comments, lines[len(comments)].split(",")
 
 
-def write_table(path: Path, rows: list[dict], columns: list[str] | None = None) -> None:
-    """Rewrite ``path`` keeping its ``#`` lines; ``columns`` default to the template's header."""
-    comments, header = template_lines(path)
-    columns = header if columns is None else columns
+def table_text(comments: list[str], rows: list[dict], columns: list[str], delimiter: str = ",",
+               newline: str = "\n", quoting: int = csv.QUOTE_MINIMAL) -> str:
+    """A table's text: the ``#`` lines, the header and one line per row (``None`` an empty cell)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out, delimiter=delimiter, lineterminator=newline, quoting=quoting)
     writer.writerow(columns)
     for row in rows:
         writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
-    path.write_text("\n".join(comments) + "\n" + out.getvalue(), encoding="utf-8")
+    return "".join(c + newline for c in comments) + out.getvalue()
+
+
+def write_table(path: Path, rows: list[dict], columns: list[str] | None = None, **fmt) -> None:
+    """Rewrite ``path`` keeping its ``#`` lines; ``columns`` default to the template's header.
+
+    ``fmt`` (``delimiter``, ``newline``, ``quoting``) as :func:`table_text`.
+    """
+    comments, header = template_lines(path)
+    columns = header if columns is None else columns
+    path.write_bytes(table_text(comments, rows, columns, **fmt).encode("utf-8"))
 
 
 @dataclass
@@ -133,7 +144,16 @@ class Site:
         return config_mod.load_config(None, self.paths["config"])
 
     def validate(self, **kwargs):
-        return site.validate_site(self.config(), run_dir=self.run_dir, **kwargs)
+        return site.validate_site(self.config(), run_dir=self.run_dir, config_file=self.paths["config"], **kwargs)
+
+
+def copy_site(template: Site, tmp_path: Path) -> Site:
+    """A copy of ``template`` (files, images and rows) in ``tmp_path``: built once, broken many times."""
+    d = tmp_path / template.dir.name
+    shutil.copytree(template.dir, d, symlinks=True)  # copy2 keeps the key's mode 0600
+    paths = {role: d / p.relative_to(template.dir) for role, p in template.paths.items()}
+    return Site(d, paths, copy.deepcopy(template.cohort), copy.deepcopy(template.scans),
+                tmp_path / "runs" / template.dir.name)
 
 
 def make_site(tmp_path: Path, name: str = "testsite") -> Site:

@@ -73,7 +73,8 @@ all,All,1000,60,0.78,0.74,0.82,0.8,0.74-0.87,-0.02
 @pytest.fixture
 def scored_book(repo, run_dir):
     """The two-page book with the generated pages in its toc, a chapter 5 and a table the scorecard reads."""
-    chapters = ("notebooks/00_x", "notebooks/05_models", "book/scorecard", "book/status")
+    chapters = ("notebooks/00_x", "notebooks/05_models", "book/scorecard", "book/intervals", "book/status")
+    (repo / "book" / "intro.md").write_text("# Intro\n\n```{include} _generated/reproduced.md\n```\n")
     (repo / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n"
                                    + "".join(f"  - file: {c}\n" for c in chapters))
     shutil.copy(run_dir / "executed" / "00_x.ipynb", run_dir / "executed" / "05_models.ipynb")
@@ -95,6 +96,12 @@ def test_stage_source_writes_the_generated_pages(scored_book, tmp_path):
     assert "[chapter 5](../notebooks/05_models.ipynb)" in scorecard
     status = (src / "book" / "status.md").read_text(encoding="utf-8")
     assert status.startswith("# Run status") and "| data | ok |" in status and "d" * 64 in status
+    intervals = (src / "book" / "intervals.md").read_text(encoding="utf-8")
+    assert intervals.startswith("# Why the book's AUC intervals") and "| AUC, All | 0.80 (0.74 to 0.87) |" in intervals
+    front = (src / "book" / book.FRONT_SUMMARY).read_text(encoding="utf-8")
+    assert front.startswith("**What this run reproduces.** On this run's patients, none of the held-out results")
+    assert "1 of the 1 results it was fitted to hold." in front
+    assert "{doc}`replication scorecard <scorecard>`" in front
     assert not (repo / "book" / "scorecard.md").exists()  # never written into the repository
     assert (repo / "book" / "status.md").read_text().startswith("# a hand-written")
 
@@ -115,6 +122,8 @@ def test_build_book_with_generated_pages(scored_book, tmp_path):
     html = out / "_build" / "html" / "book"
     page = (html / "scorecard.html").read_text(encoding="utf-8")
     assert "Replication scorecard" in page and 'href="../notebooks/05_models.html"' in page
+    # the front page includes what the run reproduces
+    assert "What this run reproduces." in (html / "intro.html").read_text(encoding="utf-8")
     assert "Run status" in (html / "status.html").read_text(encoding="utf-8")
 
 
@@ -127,7 +136,8 @@ def test_build_book(repo, run_dir, tmp_path):
     assert "Chapter X" in page and "hello" in page
     assert list((out / "_build" / "html" / "_downloads").rglob("t.csv"))
     # the book's style sheet (tables that fit the page) is on every page
-    assert 'href="../_static/ctac-book.css' in page and (out / "_build" / "html" / "_static" / "ctac-book.css").is_file()
+    assert 'href="../_static/ctac-book.css' in page
+    assert (out / "_build" / "html" / "_static" / "ctac-book.css").is_file()
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def _write(root: Path, pages: dict[str, str]) -> Path:
 
 def _output(html: str, stderr: bool = False) -> str:
     """A notebook cell's output as myst-nb renders it."""
-    kind = "output stderr highlight-myst-ansi notranslate" if stderr else "output stream highlight-myst-ansi notranslate"
+    kind = f"output {'stderr' if stderr else 'stream'} highlight-myst-ansi notranslate"
     return (f'<div class="cell docutils container"><div class="cell_output docutils container"><div class="{kind}">'
             f'<div class="highlight"><pre>{html}</pre></div></div></div></div>')
 
@@ -196,7 +196,8 @@ def test_progress_bars_warnings_and_log_records_in_outputs(faulty_check):
     assert found == sorted([
         "text written to the standard error stream and a progress bar in 2 outputs, the first: "
         "'scans:  17%|█▋        | 1/6 [00:00<00:01,  2.96it/s]'",
-        "a warning in an output, the first: '/x/imaging.py:197: FutureWarning: The behavior of DataFrame concatenation'",
+        "a warning in an output, the first: "
+        "'/x/imaging.py:197: FutureWarning: The behavior of DataFrame concatenation'",
         "a log record in an output, the first: 'WARNING: scan s3 failed: unreadable'",
         "text written to the standard error stream in an output, the first: 'an ordinary line'",
         "2 table cell(s) of outputs as pandas prints them, not formatted for people, the first: '72.000000'",

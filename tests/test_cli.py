@@ -102,3 +102,15 @@ def test_run_status_and_failure(fake_book, capsys):
     assert cli.main(["status", "--config", str(cfg), "--run-dir", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "down    stale" in out and "last run failed: ValueError: boom from down" in out
+
+
+def test_run_refuses_a_wrongly_typed_parameter_before_writing_anything(fake_book, capsys):
+    run_dir = fake_book / "run"
+    cfg = fake_book / "typed.yaml"
+    cfg.write_text("profile: fake\nstages:\n  up:\n    n: many\n  down:\n    fail: 1\n")
+    assert cli.main(["run", "--config", str(cfg), "--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problem(s) in the configuration's stage parameters" in err and "Traceback" not in err
+    assert f"{cfg}, line 4, key 'stages.up.n': got 'many'; expected an integer (up.ipynb declares n: int)" in err
+    assert f"{cfg}, line 6, key 'stages.down.fail': got 1; expected true or false" in err
+    assert not run_dir.exists()

@@ -178,7 +178,30 @@ def test_chapter_has_the_books_shape(name):
     headings = [s.splitlines()[0] for s in markdown]
     reproduces = headings.index("## What this chapter reproduces")
     assert markdown[reproduces + 1].startswith(":::{admonition} Prerequisites")  # right after it
-    assert headings[-1] == "## Summary"
+    # the chapter ends: Summary (prose and numbers), Exercises, What's next
+    level2 = [h for h in headings if h.startswith("## ")]
+    assert level2[-3:] == ["## Summary", "## Exercises", "## What's next"]
+    summary = next(i for i, c in enumerate(cells) if c.cell_type == "markdown" and c.source.startswith("## Summary"))
+    shown = "\n".join(c.source for c in cells[summary:] if c.cell_type == "code")
+    assert "display(Markdown(" in shown and ".style" not in shown  # prose, and tables as Markdown, not a Styler
+    assert "{doc}`" in markdown[-1]  # What's next links the next page
+
+
+_SOLUTION = re.compile(r"^````\{dropdown\} Solution\n(.*?)^````$", re.M | re.S)
+_CODE = re.compile(r"^```python\n(.*?)^```$", re.M | re.S)
+
+
+@pytest.mark.parametrize("name", SHAPED)
+def test_exercises_have_folded_solutions_whose_code_compiles(name):
+    text = next(c.source for c in _cells(name) if c.source.startswith("## Exercises"))
+    questions = re.findall(r"^\*\*Exercise (\d+)\.\*\* ", text, re.M)
+    solutions = _SOLUTION.findall(text)
+    assert 2 <= len(questions) <= 3 and questions == [str(k) for k in range(1, len(questions) + 1)]
+    assert len(solutions) == len(questions)
+    for solution in solutions:
+        assert solution.strip()
+        for block in _CODE.findall(solution):
+            compile(block, f"{name} exercise", "exec")  # a solution's code is at least valid Python
 
 
 @pytest.mark.parametrize("name", SHAPED)

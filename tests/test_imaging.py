@@ -194,8 +194,8 @@ def test_fill_measured_ct_fills_only_missing_values():
 
 def test_scan_table_of_batches_with_columns_empty_in_one(recwarn):
     # phantoms carry no site values; the samples do: no FutureWarning of pandas, the site's values keep their type
-    phantoms = batch.BatchResult(results=[{"scan_id": "p1", "manifest_cac_score": None, f"{imaging.STATUS_PREFIX}heart": "present"}],
-                                 failures=pd.DataFrame())
+    phantoms = batch.BatchResult(results=[{"scan_id": "p1", "manifest_cac_score": None,
+                                           f"{imaging.STATUS_PREFIX}heart": "present"}], failures=pd.DataFrame())
     samples = batch.BatchResult(results=[{"scan_id": "s1", "manifest_cac_score": 12.5}], failures=pd.DataFrame())
     scans = imaging.scan_table([phantoms, samples], datasets=["phantom", "sample"])
     assert not [w for w in recwarn if issubclass(w.category, FutureWarning)], [str(w.message) for w in recwarn]

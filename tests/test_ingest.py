@@ -125,6 +125,38 @@ def test_unreadable_and_missing_files(tmp_path):
         ingest.read_ct(tmp_path / "nope.nii.gz")
 
 
+def test_nan_voxels_are_named_at_ingestion_not_read_as_0_hu(tmp_path):
+    rng = np.random.default_rng(2)
+    arr = rng.normal(40, 20, (12, 32, 32)).astype(np.float32)
+    arr[:, :4, :] = -1000
+    arr[5:7] = np.nan  # ITK itself would read these voxels as 0 HU
+    with pytest.raises(ingest.IngestError, match=r"ct.nii.gz: 2048 NaN voxel\(s\) in 2 of 12 slices \(slice 6-7"):
+        ingest.read_ct(_ct(tmp_path, arr))
+    with pytest.raises(ingest.IngestError, match="every voxel is NaN") as exc:
+        ingest.read_ct(_ct(tmp_path, np.full((12, 32, 32), np.nan, np.float32), name="blank.nii.gz"))
+    assert "1024" not in str(exc.value)
+    img, _ = ingest.read_ct(_ct(tmp_path, np.full((12, 32, 32), -1000, np.int16), name="air.nii.gz"))
+    with pytest.raises(ingest.IngestError, match=r"every voxel is -1000 \(a constant volume"):
+        ingest.check_ct(img, "air.nii.gz")
+
+
+@pytest.mark.parametrize("value, kind, message", [(-1, "labels", r"negative label values \(-1\)"),
+                                                  (200, "labels", r"outside the class map \(200\)"),
+                                                  (-1, "mask", r"negative label values \(-1\)")])
+def test_label_values_are_checked_before_the_cast_at_ingestion(tmp_path, value, kind, message):
+    ct_path = _ct(tmp_path)
+    arr = np.zeros((12, 32, 32), np.int16)
+    arr[4:8, 10:20, 10:20] = 51
+    arr[0, 0, 0] = value
+    labels = sitk.GetImageFromArray(arr)
+    labels.SetSpacing((1.0, 1.0, 3.0))
+    sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
+    column = "label_map" if kind == "labels" else "pericardium"
+    with pytest.raises(ingest.IngestError, match=message):
+        ingest.ingest_scan({"scan_id": "a", "patient_id": "p", "image": str(ct_path),
+                            column: str(tmp_path / "labels.nii.gz")}, tmp_path / "cache")
+
+
 def test_label_map_on_another_grid_is_refused(tmp_path):
     ct_path = _ct(tmp_path)
     labels = sitk.GetImageFromArray(np.zeros((12, 32, 32), np.uint8))

@@ -9,6 +9,7 @@ import pytest
 import fakebook
 from ctac_helpers import runner
 from ctac_helpers.rundir import file_sha256
+from ctac_helpers.validate import ValidationError
 
 STAGES = fakebook.STAGES
 REAL_CODE_HASH = runner.code_hash  # taken before the autouse fixture replaces it
@@ -287,3 +288,13 @@ def test_progress_and_log_records_go_to_the_terminal_not_into_the_notebook(tmp_p
     assert "[noisy] a warning of the package" in err and "[noisy] progress of the package" in err
     assert "[noisy] noisy scans: 3 done (0 reused from an earlier run), 0 failed" in err
     assert "a warning of a library" in err and "written by a child process" in err
+
+
+def test_wrongly_typed_parameter_is_rejected_before_the_run_directory_exists(tmp_path, notebooks):
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValidationError) as exc:
+        run(run_dir, notebooks, fakebook.config(up={"n": "three"}))
+    assert "key 'stages.up.n': got 'three'; expected an integer (up.ipynb declares n: int)" in str(exc.value)
+    with pytest.raises(ValueError, match=r"'stages.down.scale': got 2.5; expected an integer"):
+        run(run_dir, notebooks, fakebook.config(down={"scale": 2.5}))
+    assert not run_dir.exists()

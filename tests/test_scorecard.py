@@ -230,19 +230,19 @@ def test_delong_rows_need_significance_and_direction(run_dir):
     table = sc.scorecard(run_dir)
     r = _key(table, "supp_table3/delong/all-cac")
     assert r["quantity"] == "All better than Coronary calcium, all patients (DeLong)"
-    assert r["paper"] == "significant (<0.001)" and r["book"] == "significant (<0.001), AUC 0.780 vs 0.740"
+    assert r["paper"] == "significant (p < 0.001)" and r["book"] == "significant (p < 0.001), AUC 0.780 vs 0.740"
     assert r["within"] is True and r["tolerance"] == TOL["p_value"] and math.isnan(r["difference"])
     # significant in both, but the run's AI CTAC is the higher: the direction fails
     r = _key(table, "supp_table3/delong/ai_hybrid-ai_ctac")
     assert r["quantity"] == "AI hybrid better than AI CTAC, all patients (DeLong)"
-    assert r["book"] == "significant (<0.001), AUC 0.770 vs 0.780" and r["within"] is False
+    assert r["book"] == "significant (p < 0.001), AUC 0.770 vs 0.780" and r["within"] is False
     r = _key(table, "supp_table3/delong/ai_ctac-cac")
-    assert r["book"].startswith("not significant (0.200)") and r["within"] is False
+    assert r["book"].startswith("not significant (p = 0.200)") and r["within"] is False
     # not significant in the paper: only the side of 0.05 counts, not the direction
     r = _key(table, "supp_table4/delong/ai_hybrid-ai_ctac")
     assert r["quantity"] == ("AI hybrid and AI CTAC not significantly different, normal perfusion "
                              "(stress TPD < 5%) (DeLong)")
-    assert (r["paper"], r["book"]) == ("not significant (0.384)", "not significant (0.369)")
+    assert (r["paper"], r["book"]) == ("not significant (p = 0.384)", "not significant (p = 0.369)")
     assert r["difference"] == pytest.approx(0.369 - 0.384) and r["within"] is True
 
 
@@ -250,7 +250,7 @@ def test_supp_table10_rows_read_which_side_is_better(run_dir):
     table = sc.scorecard(run_dir)
     r = _key(table, "supp_table10/delong/ai_hybrid")
     assert r["quantity"] == "15 features better than 32 features, AI hybrid, all patients (DeLong)"
-    assert r["paper"] == "significant (<0.05)" and r["within"] is True
+    assert r["paper"] == "significant (p < 0.05)" and r["within"] is True
     assert _key(table, "supp_table10/delong/all")["within"] is True
     assert _key(table, "supp_table10/delong/ai_ctac")["within"] is False  # 0.01 against the paper's 0.40
     _write(run_dir, "supp_table10", """
@@ -264,7 +264,7 @@ def test_supp_fig3_comparisons(run_dir):
     table = sc.scorecard(run_dir)
     r = _key(table, "supp_fig3/delong/sex")
     assert r["quantity"] == "male and female not significantly different, AUC of the All model by sex (DeLong)"
-    assert (r["paper"], r["book"], r["within"]) == ("not significant (0.08)", "not significant (0.300)", True)
+    assert (r["paper"], r["book"], r["within"]) == ("not significant (p = 0.08)", "not significant (p = 0.300)", True)
     assert _key(table, "supp_fig3/delong/age")["within"] is False  # 0.01 against 0.16
 
 
@@ -489,47 +489,68 @@ def test_scorecard_page(run_dir):
     table = sc.scorecard(run_dir)
     page = sc.scorecard_page(table)
     assert page.startswith("# Replication scorecard\n")
-    assert "synthetic" in page and "*Criterion*" in page
     headings = [ln for ln in page.splitlines() if ln.startswith("#")]
-    assert headings == ["# Replication scorecard", "## Summary", "## Rows that miss", "## All rows",
-                        "### Fitted to", "### Held out", "### Cohort margins"]
+    assert headings == ["# Replication scorecard", "## What this run does not reproduce", "## How a row is judged",
+                        "## All rows", "### Fitted to", "### Held out", "### Cohort margins"]
     counts = {}
     for group in ("fitted", "held_out", "margins"):
         w = [x for x in table.loc[table["group"] == group, "within"] if x is not None]
         counts[group] = (sum(w), len(w))
     (fw, fn), (hw, hn), (mw, mn) = counts["fitted"], counts["held_out"], counts["margins"]
-    assert (f"**Fitted to:** {fw} of {fn} within; **Held out:** {hw} of {hn} within ({100 * hw / hn:.0f}%); "
-            f"**Cohort margins:** {mw} of {mn} within.") in _section(page, "## Summary")
-    misses = [ln for ln in _section(page, "## Rows that miss").splitlines() if ln.startswith("- ")]
+    lead = page.split("\n## ")[0]
+    assert f"**{hw} of {hn}** held out" in lead and f"**{fw} of {fn}** fitted to" in lead
+    assert f"**{mw} of {mn}** cohort margins" in lead and "synthetic" in lead
+    # the misses come first, one line each, with the reason or the plain statement that none is recorded
+    misses = [ln for ln in _section(page, "## What this run does not reproduce").splitlines() if ln.startswith("- ")]
     assert len(misses) == sum(w is False for w in table["within"])
-    line = next(ln for ln in misses if "`supp_table3/auc/cac`" in ln)
-    assert line == ("- Supplementary Table 3, AUC, Coronary calcium, all patients: paper 0.64 (0.57-0.71), this book "
-                    "0.661 (0.600-0.800) (fitted to, `supp_table3/auc/cac`). *no reason recorded*")
-    header = "| Item | Quantity | Paper | This book | Criterion | Within | Chapter |"
+    line = next(ln for ln in misses if "**AUC, Coronary calcium, all patients**" in ln)
+    assert line == ("- **AUC, Coronary calcium, all patients** (Supplementary Table 3, fitted to): paper 0.64 "
+                    "(0.57-0.71); this book 0.661 (0.600-0.800). *Why:* Not established: no cause is recorded for this "
+                    "row (`supp_table3/auc/cac`).")
+    # a comparison says what it tests and what each side found
+    line = next(ln for ln in misses if "AI CTAC better than Coronary calcium" in ln)
+    assert "paper significant (p < 0.001); this book not significant (p = 0.200)" in line
+    # every table fits: six columns, the criterion's numbers in the Within cell, the theme's compact style
+    header = "| Item | Quantity | Paper | This book | Within | Chapter |"
     sections = (("### Fitted to", "fitted"), ("### Held out", "held_out"), ("### Cohort margins", "margins"))
     for heading, group in sections:
-        lines = [ln for ln in _section(page, heading).splitlines() if ln.startswith("| ")]
+        text = _section(page, heading)
+        assert text.strip().startswith("```{table}\n:class: table-sm small")
+        lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
         assert lines[0] == header and len(lines) == 1 + (table["group"] == group).sum()
     lines = page.splitlines()
     row = next(ln for ln in lines if "| AUC, All, all patients |" in ln)
     assert row == ("| Supplementary Table 3 | AUC, All, all patients | 0.80 (0.74-0.87) | 0.781 (0.700-0.850) | "
-                   "-0.019 (±0.02) | yes | [chapter 5](../notebooks/05_models.ipynb) |")
-    assert "| **no** |" in next(ln for ln in lines if "| AUC, Coronary calcium, all" in ln)
-    # chapters outside the book are named, not linked
+                   "yes (-0.019; ±0.02) | [chapter 5](../notebooks/05_models.ipynb) |")
+    assert "| **no** (+0.021; ±0.02) |" in next(ln for ln in lines if "| AUC, Coronary calcium, all" in ln)
+    # no empty Within cell: a summary row says it is not judged
+    assert "| not judged |" in next(ln for ln in lines if "| Published cohort numbers within" in ln)
+    assert all("|  | [chapter" not in ln for ln in lines)
+    assert "{doc}`../book/generator_fit`" not in page and "{doc}`generator_fit`" in page
+    # chapters and pages outside the book are named, not linked
     page = sc.scorecard_page(table, docs={"notebooks/00_data"})
     assert "[chapter 0](../notebooks/00_data.ipynb)" in page and "](../notebooks/05_models" not in page
-    assert "| chapter 5 |" in page
+    assert "| chapter 5 |" in page and "{doc}" not in page and "*generator fit*" in page
+
+
+def test_scorecard_page_states_a_small_run(run_dir):
+    table = sc.scorecard(run_dir)  # table1 of 1,000 patients
+    assert "This run analysed 1,000 patients, not the paper's 10,480" in sc.scorecard_page(table)
+    full = table.copy()
+    full.loc[full["key"] == "table1/n", "difference"] = 0.0
+    assert "This run analysed" not in sc.scorecard_page(full)
 
 
 def test_scorecard_page_shows_notes(run_dir, monkeypatch):
     table = sc.scorecard(run_dir)
     page = sc.scorecard_page(table, notes={"supp_table3/auc/cac": "The generator's calcium is too strong."})
-    line = next(ln for ln in page.splitlines() if "`supp_table3/auc/cac`" in ln)
-    assert line.endswith("*The generator's calcium is too strong.*")
-    assert "*no reason recorded*" in next(ln for ln in page.splitlines() if "`nri/overall`" in ln)
+    line = next(ln for ln in page.splitlines() if "**AUC, Coronary calcium, all patients**" in ln)
+    assert line.endswith("*Why:* The generator's calcium is too strong.") and "`supp_table3/auc/cac`" not in line
+    assert "no cause is recorded for this row (`nri/overall`)" in page
     _paper_with(monkeypatch, scorecard_notes={"nri/overall": "Another estimator."})
     page = sc.scorecard_page(table)  # notes from paper_values.yaml by default
-    assert next(ln for ln in page.splitlines() if "`nri/overall`" in ln).endswith("*Another estimator.*")
+    assert next(ln for ln in page.splitlines() if "**NRI at 2 years, overall (%)**" in ln).endswith(
+        "*Why:* Another estimator.")
 
 
 def test_scorecard_page_escapes_pipes_and_handles_an_empty_table():
@@ -537,13 +558,59 @@ def test_scorecard_page_escapes_pipes_and_handles_an_empty_table():
                            "book": "2", "difference": 1.0, "tolerance": math.nan, "criterion": "c", "within": None,
                            "where": ""}], columns=sc.COLUMNS)
     page = sc.scorecard_page(table, tolerances=TOL, notes={})
-    assert "| x | a \\| b | 1 | 2 | c |  |  |" in page
-    assert "**Held out:** 0 of 0 within;" in page and "None: every comparable row is within." in page
+    assert "| x | a \\| b | 1 | 2 | not judged |  |" in page
+    assert "**0 of 0** held out" in page and "Nothing: every row that can be judged holds." in page
     assert "### Fitted to" not in page and "### Held out" in page
     with pytest.raises(ValueError, match="unknown groups"):
         sc.scorecard_page(table.assign(group="elsewhere"), tolerances=TOL, notes={})
     empty = sc.scorecard_page(pd.DataFrame(columns=sc.COLUMNS))
     assert "holds none of the tables" in empty and "| Item |" not in empty
+
+
+def test_headline_findings_are_validated(monkeypatch):
+    findings = sc.headline_findings()
+    assert findings and all(f["finding"] and f["keys"] for f in findings)
+    assert set(k for f in findings for k in f["keys"]) <= set(sc.row_keys())
+    for entry, message in (([], "no 'headline_findings'"), ([{"finding": "x"}], "exactly 'finding' and 'keys'"),
+                           ([{"finding": " ", "keys": ["nri/overall"]}], "non-empty text"),
+                           ([{"finding": "x", "keys": []}], "non-empty list"),
+                           ([{"finding": "x", "keys": ["nri/nope"]}], "unknown scorecard keys: nri/nope")):
+        _paper_with(monkeypatch, headline_findings=entry)
+        with pytest.raises(ValueError, match=message):
+            sc.headline_findings()
+
+
+FINDINGS = [{"finding": "All beats calcium", "keys": ["supp_table3/delong/all-cac"]},
+            {"finding": "CTAC beats calcium", "keys": ["supp_table3/delong/ai_ctac-cac", "supp_table3/delong/all-cac"]},
+            {"finding": "Hybrid beats CTAC, normal perfusion", "keys": ["supp_table4/delong/ai_hybrid-ai_ctac"]},
+            {"finding": "Lungs on top", "keys": ["fig2/top_structure_all", "supp_table7/min_hr"]}]
+
+
+def test_findings_status(run_dir):
+    table = sc.scorecard(run_dir)
+    status = sc.findings_status(table, FINDINGS)
+    assert list(status["status"]) == ["reproduced", "not reproduced", "reproduced", "not tested"]
+    assert status.loc[1, "missed"] == ["supp_table3/delong/ai_ctac-cac"]
+    # a row that misses outweighs a row the run lacks
+    table.loc[table["key"] == "fig2/top_structure_all", "within"] = False
+    assert sc.findings_status(table, FINDINGS).loc[3, "status"] == "not reproduced"
+    assert set(sc.findings_status(pd.DataFrame(columns=sc.COLUMNS), FINDINGS)["status"]) == {"not tested"}
+
+
+def test_front_summary(run_dir):
+    table = sc.scorecard(run_dir)
+    text = sc.front_summary(table, findings=FINDINGS)
+    (hw, hn) = sc.group_summary(table)["held_out"]
+    assert text.startswith(f"**What this run reproduces.** On this run's 1,000 patients, **{hw} of the {hn} "
+                           "held-out results** hold")
+    assert "this run reproduces 2 and does not reproduce 1; 1 cannot be tested on it" in text
+    assert "| All beats calcium | reproduced |" in text and "| CTAC beats calcium | **not reproduced** |" in text
+    assert "{doc}`replication scorecard <scorecard>`" in text and "<intervals>`" in text
+    # the same counts as the scorecard page: both are read off one table
+    assert f"**{hw} of {hn}** held out" in sc.scorecard_page(table)
+    # pages outside the book are named, not linked
+    assert "{doc}" not in sc.front_summary(table, docs={"book/intro"}, findings=FINDINGS)
+    assert "cannot say what it reproduces" in sc.front_summary(pd.DataFrame(columns=sc.COLUMNS))
 
 
 RUN_JSON = {

@@ -91,7 +91,7 @@ def test_read_table_skips_leading_comments_only_and_numbers_spreadsheet_rows(tmp
                     "\n#8,70,data not a comment\n009,55,\"two\nlines\"\n010,40,b\n,,\n")
     df = read_table(path)
     assert list(df["patient_id"]) == ["007", "#8", "009", "010"]  # ids as text; '#' after the header is data
-    assert df["age"].dtype.kind in "if"
+    assert list(df["age"]) == ["61", "70", "55", "40"]  # every cell as written; validation reads the numbers
     assert df.attrs["rows"] == [5, 7, 8, 9]  # header row 4; a blank line is a row; a quoted line break is not
     assert df.attrs["file"] == str(path)
     df.loc[2, "age"] = 700
@@ -183,9 +183,9 @@ def test_label_map_read_by_header_only_when_it_matches(tmp_path, monkeypatch):
     real = ingest.read_label_map
     monkeypatch.setattr(ingest, "read_label_map", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
     assert s.validate() == []
-    assert calls == []  # the label map and the mask share the CT's header: no voxels read
+    assert calls == []  # the label map and the mask share the CT's header: read as they are, not reoriented
     # a label map written in another orientation is read and compared on the LPS grid
-    arr = np.zeros(sf.SHAPE, np.uint8)
+    arr = sitk.GetArrayFromImage(sitk.ReadImage(str(s.dir / "images" / "S000_labels.nii.gz")))
     img = sf.write_nifti(s.dir / "images" / "S000_labels.nii.gz", arr[:, ::-1, :])
     flipped = sitk.ReadImage(str(img))
     flipped.SetDirection((1, 0, 0, 0, -1, 0, 0, 0, 1))
@@ -224,7 +224,7 @@ def test_cli_validate_prints_every_problem_one_per_line(tmp_path, capsys):
     args = ["validate", "--config", str(s.paths["config"]), "--run-dir", str(s.run_dir)]
     assert cli.main(args) == 1
     lines = capsys.readouterr().out.splitlines()
-    assert f"error: {s.paths['cohort']}, row {s.row('cohort', 2)}, column 'bmi': got 95.0; " \
+    assert f"error: {s.paths['cohort']}, row {s.row('cohort', 2)}, column 'bmi': got '95'; " \
            "expected a value in [12, 80] kg/m2" in lines
     scan_row = s.row("scans", 3)
     assert any(ln.startswith(f"error: {s.paths['scans']}, row {scan_row}, column 'patient_id': got 'P999'")
@@ -271,7 +271,7 @@ def test_run_refuses_an_invalid_site_before_writing_anything(tmp_path, capsys, m
     assert cli.main(["run", "--config", str(s.paths["config"]), "--run-dir", str(s.run_dir)]) == 2
     err = capsys.readouterr().err
     assert "2 problem(s) in the site's data" in err and "Traceback" not in err
-    assert f"{s.paths['cohort']}, row {s.row('cohort', 1)}, column 'age': got 780" in err
+    assert f"{s.paths['cohort']}, row {s.row('cohort', 1)}, column 'age': got '780'" in err
     assert "an empty file" in err
     assert not s.run_dir.exists() and called == []
     # the default run directory (./runs/<name>) is not created either
@@ -315,7 +315,7 @@ def test_load_cohort_raises_every_problem_and_accepts_declared_site_labels(tmp_p
     with pytest.raises(ValidationError) as err:
         site.load_cohort(s.paths["cohort"], s.paths["secret"])
     msg = str(err.value)
-    assert f"row {s.row('cohort', 1)}, column 'age': got 780" in msg
+    assert f"row {s.row('cohort', 1)}, column 'age': got '780'" in msg
     assert f"row {s.row('cohort', 2)}, column 'site': got 'MyHospital'" in msg
     s.cohort[1]["age"] = 78
     s.write()
@@ -334,9 +334,13 @@ def test_load_cohort_refuses_a_key_inside_the_run_directory(tmp_path):
 
 def test_load_scans_uses_the_cohort_pseudonyms_and_checks_patients(tmp_path):
     s = sf.make_site(tmp_path)
+    s.scans[2]["cac_score"] = 12.5
+    s.write()
     cohort = site.load_cohort(s.paths["cohort"], s.paths["secret"])
     scans = site.load_scans(s.paths["scans"], s.paths["secret"], cohort_ids=cohort["patient_id"])
     assert scans["scan_id"].str.fullmatch(r"S-[0-9a-f]{16}").all()
+    assert scans["cac_score"].dtype == float and scans["cac_score"].iloc[2] == 12.5  # read as text, checked, converted
+    assert cohort["age"].dtype == float and cohort["death"].dtype.kind == "i"
     assert set(scans["patient_id"]) == set(cohort["patient_id"])
     assert scans["image"].map(lambda p: os.path.isabs(p)).all()  # resolved against the manifest's folder
     s.scans[3]["patient_id"] = "P999"

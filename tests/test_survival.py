@@ -546,7 +546,8 @@ def test_the_warnings_of_a_cox_fit_are_logged_not_shown(recwarn, caplog):
     n = 60
     death = np.r_[np.ones(6), np.zeros(n - 6)]
     df = pd.DataFrame({"followup_years": rng.uniform(1, 5, n), "death": death.astype(int),
-                       "exposure": rng.integers(0, 2, n).astype(float), "separating": death, "age": rng.normal(60, 5, n)})
+                       "exposure": rng.integers(0, 2, n).astype(float), "separating": death,
+                       "age": rng.normal(60, 5, n)})
     caplog.set_level(logging.WARNING, logger="ctac_helpers.survival")
     sv.adjusted_hr_by_subgroup(df, "exposure", {"everyone": np.ones(n, bool)}, ["separating", "age"],
                                on_failure="report")

@@ -119,9 +119,9 @@ def test_cohort_preview_reads_like_a_table_for_people():
                              "extra": [np.nan, 2.25]})
     view = cohort.preview(patients, n=5)
     assert list(view.columns) == ["column", "P1", "P2"]
-    assert view.values.tolist() == [["Age [years]", "72", "64.5"], ["Sex", "male", "female"], ["race", "white", "missing"],
-                                    ["Hypertension", "yes", "no"], ["Stress total perfusion deficit [%]", "4.73", "12"],
-                                    ["extra", "missing", "2.25"]]
+    assert view.values.tolist() == [
+        ["Age [years]", "72", "64.5"], ["Sex", "male", "female"], ["race", "white", "missing"],
+        ["Hypertension", "yes", "no"], ["Stress total perfusion deficit [%]", "4.73", "12"], ["extra", "missing", "2.25"]]
 
 
 def test_calibration_rows_read_as_text():
