@@ -69,10 +69,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def copy_book_config(root: Path) -> list[Path]:
-    """Copy the repository's ``_config.yml`` into ``root`` with the files it names (bibliography, favicon).
+    """Copy the repository's ``_config.yml`` into ``root`` with the files it names (bibliography, favicon,
+    the folders of static files such as the style sheet).
 
     A test book built with the real configuration needs them: Sphinx warns, and warnings fail the build,
-    about a missing bibliography or favicon.
+    about a missing bibliography, favicon or static folder.
     """
     config = yaml.safe_load((REPO / "_config.yml").read_text(encoding="utf-8"))
     bib = config.get("bibtex_bibfiles") or []
@@ -83,4 +84,6 @@ def copy_book_config(root: Path) -> list[Path]:
     for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         copied.append(Path(shutil.copy(REPO / name, root / name)))
+    for folder in ((config.get("sphinx") or {}).get("config") or {}).get("html_static_path") or []:
+        copied.append(Path(shutil.copytree(REPO / folder, root / folder, dirs_exist_ok=True)))
     return copied

@@ -92,7 +92,7 @@ def test_stage_source_writes_the_generated_pages(scored_book, tmp_path):
     src = book.stage_source(run_dir, repo, tmp_path / "src")
     scorecard = (src / "book" / "scorecard.md").read_text(encoding="utf-8")
     assert scorecard.startswith("# Replication scorecard")
-    assert "| AUC, All, all patients | 0.80 (0.74-0.87) | 0.78 (0.74-0.82) |" in scorecard
+    assert "| AUC, All, all patients | 0.80 (0.74-0.87) | 0.780 (0.740-0.820) |" in scorecard
     assert "[chapter 5](../notebooks/05_models.ipynb)" in scorecard
     status = (src / "book" / "status.md").read_text(encoding="utf-8")
     assert status.startswith("# Run status") and "| data | ok |" in status and "d" * 64 in status
@@ -135,6 +135,9 @@ def test_build_book(repo, run_dir, tmp_path):
     page = (out / "_build" / "html" / "notebooks" / "00_x.html").read_text(encoding="utf-8")
     assert "Chapter X" in page and "hello" in page
     assert list((out / "_build" / "html" / "_downloads").rglob("t.csv"))
+    # the book's style sheet (tables that fit the page) is on every page
+    assert 'href="../_static/ctac-book.css' in page
+    assert (out / "_build" / "html" / "_static" / "ctac-book.css").is_file()
 
 
 @pytest.mark.slow

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-from PIL import Image
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from ctac_helpers.publish import browser
 from ctac_helpers.pipeline import cli
+from ctac_helpers.core import figtext  # noqa: E402
+from ctac_helpers.core.rundir import RunDir  # noqa: E402
 
 ICON = '<link rel="icon" href="data:,">'  # so that the browser does not ask for /favicon.ico
 
@@ -31,13 +37,73 @@ def _write(root: Path, pages: dict[str, str]) -> Path:
     return root
 
 
+def _output(html: str, stderr: bool = False) -> str:
+    """A notebook cell's output as myst-nb renders it."""
+    kind = f"output {'stderr' if stderr else 'stream'} highlight-myst-ansi notranslate"
+    return (f'<div class="cell docutils container"><div class="cell_output docutils container"><div class="{kind}">'
+            f'<div class="highlight"><pre>{html}</pre></div></div></div></div>')
+
+
+def _markdown_output(html: str) -> str:
+    """A text/markdown output (a numbered table or figure) as myst-nb renders it."""
+    return f'<div class="cell docutils container"><div class="cell_output docutils container">{html}</div></div>'
+
+
+def _table(columns: int, caption: str = "") -> str:
+    head = "".join(f"<th>column {i}</th>" for i in range(columns))
+    cells = "".join(f"<td>{1000 * i:,}</td>" for i in range(columns))
+    cap = f"<caption>{caption}</caption>" if caption else ""
+    return f'<table class="table">{cap}<thead><tr>{head}</tr></thead><tbody><tr>{cells}</tr></tbody></table>'
+
+
+def _article(body: str) -> str:
+    # a text column 600 px wide, as the book's theme has one (688 px at a 1280 px window)
+    return f'<article style="width:600px; padding:0 20px">{body}</article>'
+
+
+def _figure_png(root: Path, name: str, width_in: float, points: float) -> Path:
+    """A figure written as the chapters write theirs (with its text record), its smallest text ``points``."""
+    fig, ax = plt.subplots(figsize=(width_in, 2.5))
+    ax.plot([0, 1], [0, 1], label="curve")
+    ax.tick_params(labelsize=max(points, 12))
+    ax.set_title("a title", fontsize=14)
+    ax.legend(fontsize=points)
+    path = RunDir(root / "run").write_figure(name, fig)
+    plt.close(fig)
+    return Path(path)
+
+
 @pytest.fixture(scope="module")
 def faulty_site(tmp_path_factory) -> Path:
-    """Five pages: one clean, four with one kind of fault each (and a page under _static, not checked)."""
+    """Pages: two clean, the others with one kind of fault each (and a page under _static, not checked)."""
     root = tmp_path_factory.mktemp("site")
     (root / "img").mkdir()
     Image.new("RGB", (8, 6), "red").save(root / "img" / "ok.png")
+    # 8 in at 150 dpi: a PNG of about 1,060 px (the saved box is tight) shown at most 600 px wide, so 9 pt reads
+    # as about 8 pt and 13 pt as about 11 pt
+    _figure_png(root, "small_text", 8, 9.0)
+    _figure_png(root, "large_text", 8, 13.0)
     return _write(root, {
+        "chapter.html": _page("a clean chapter", _article(
+            _output("3 scans measured; 25% of them | one in 4 [00:00 is not a bar]")
+            + _markdown_output(_table(4, "Book table 1: fits"))
+            + '<img src="run/figures/large_text.png" alt="large text" style="max-width:100%">'
+            + '<details><summary>more</summary>' + _table(3) + '</details>')),
+        "noisy_outputs.html": _page("noise", _article(
+            _output("scans:  17%|█▋        | 1/6 [00:00&lt;00:01,  2.96it/s]", stderr=True)
+            + _output("scans:  33%|███▎      | 2/6 [00:01&lt;00:01,  2.27it/s]", stderr=True)
+            + _output("/x/imaging.py:197: FutureWarning: The behavior of DataFrame concatenation\n  scans = ...")
+            + _output("WARNING: scan s3 failed: unreadable")
+            + _output("an ordinary line\nerror details", stderr=True)
+            + _markdown_output("<table><tr><td>72.000000</td><td>None</td><td>72.0</td><td>none</td></tr></table>"))),
+        "wide_tables.html": _page("tables", _article(
+            _markdown_output(_table(14, "Book table 2: Table 1 | Baseline characteristics"))
+            + '<div style="overflow-x:auto; width:300px">' + _table(5) + '</div>'
+            + _table(3)
+            + '<details><summary>folded</summary>' + _table(16) + '</details>')),
+        "small_figure_text.html": _page("figure", _article(
+            '<img src="run/figures/small_text.png" alt="small text" style="max-width:100%">'
+            '<img src="run/figures/large_text.png" alt="large text" style="width:560px">')),
         "index.html": _page("clean", '<h1 id="top-title">Clean</h1><img src="img/ok.png" alt="ok">'
                                      '<a href="#top-title">here</a> <a href="other/target.html#sec">there</a> '
                                      '<a href="other/target.html">page</a> <a href="img/ok.png">file</a> '
@@ -85,8 +151,9 @@ def test_missing_chromium_says_what_to_install(faulty_site, monkeypatch):
 
 def test_list_pages_skips_sphinx_asset_folders(faulty_site):
     assert browser.list_pages(faulty_site) == [
-        "broken_image.html", "broken_link.html", "index.html", "js_error.html", "missing_anchor.html",
-        "other/target.html"]
+        "broken_image.html", "broken_link.html", "chapter.html", "index.html", "js_error.html",
+        "missing_anchor.html", "noisy_outputs.html", "other/target.html", "small_figure_text.html",
+        "wide_tables.html"]
     assert browser.screenshot_name("other/target.html") == "other__target.png"
 
 
@@ -95,12 +162,14 @@ def test_clean_pages_pass(faulty_check):
     pages = _by_page(problems)
     assert "index.html" not in pages, pages.get("index.html")
     assert "other/target.html" not in pages, pages.get("other/target.html")
+    assert "chapter.html" not in pages, pages.get("chapter.html")
 
 
 def test_each_fault_is_found_on_its_page(faulty_check):
     problems, _ = faulty_check
     pages = _by_page(problems)
-    assert set(pages) == {"broken_image.html", "broken_link.html", "missing_anchor.html", "js_error.html"}, problems
+    assert set(pages) == {"broken_image.html", "broken_link.html", "missing_anchor.html", "js_error.html",
+                          "noisy_outputs.html", "wide_tables.html", "small_figure_text.html"}, problems
 
     [image] = pages["broken_image.html"]  # reported once, as an image (not again as a failed request)
     assert (image.kind, image.target) == ("image", "img/missing.png")
@@ -120,6 +189,62 @@ def test_each_fault_is_found_on_its_page(faulty_check):
     assert any("undefinedFunction is not defined" in p.detail for p in js if p.kind == "javascript")
     assert any("boom in the console" in p.detail for p in js if p.kind == "console")
     assert all(str(p).startswith(f"{p.page}: {p.kind}") for p in problems)
+
+
+def test_progress_bars_warnings_and_log_records_in_outputs(faulty_check):
+    problems, _ = faulty_check
+    found = sorted(p.detail for p in _by_page(problems)["noisy_outputs.html"])
+    assert {p.kind for p in _by_page(problems)["noisy_outputs.html"]} == {"output"}
+    assert found == sorted([
+        "text written to the standard error stream and a progress bar in 2 outputs, the first: "
+        "'scans:  17%|█▋        | 1/6 [00:00<00:01,  2.96it/s]'",
+        "a warning in an output, the first: "
+        "'/x/imaging.py:197: FutureWarning: The behavior of DataFrame concatenation'",
+        "a log record in an output, the first: 'WARNING: scan s3 failed: unreadable'",
+        "text written to the standard error stream in an output, the first: 'an ordinary line'",
+        "2 table cell(s) of outputs as pandas prints them, not formatted for people, the first: '72.000000'",
+    ]), found
+
+
+def test_tables_wider_than_the_text_column_or_their_box(faulty_check):
+    problems, _ = faulty_check
+    tables = _by_page(problems)["wide_tables.html"]
+    assert {p.kind for p in tables} == {"table"}
+    details = sorted(p.detail for p in tables)
+    assert len(details) == 3, details  # the 14 columns, the 5 in a 300 px box, and the 16 folded away
+    assert details[0].startswith("table 1 (Book table 2: Table 1 | Baseline characteristics) is ")
+    assert "wider than the text column (600 px) at a 1280 px window" in details[0]
+    assert details[1].startswith("table 2 is ") and "wider than its box (300 px)" in details[1]
+    assert details[2].startswith("table 4 is ") and "wider than the text column (600 px)" in details[2]
+
+
+def test_figure_text_smaller_than_9_points_as_shown(faulty_site, faulty_check):
+    problems, _ = faulty_check
+    [small] = _by_page(problems)["small_figure_text.html"]
+    assert (small.kind, small.target) == ("figure", "run/figures/small_text.png")
+    record, dpi, width = figtext.read_record(faulty_site / "run" / "figures" / "small_text.png")
+    assert record["points"] == 9.0 and record["text"] == "curve" and round(dpi) == 150
+    shown = figtext.shown_points(9.0, dpi, width, 600)
+    assert 6 < shown < 9 and f"reads as {shown:.1f} pt on the page" in small.detail, small.detail
+    assert "the least is 9 pt" in small.detail
+    # the same record, shown at its natural size (a CSS pixel per pixel of a 150 dpi PNG), reads larger
+    assert figtext.shown_points(9.0, 150, 975, 975) == pytest.approx(9.0 * 150 / 96)
+
+
+def test_figure_text_record_is_the_smallest_text_drawn():
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1], [0, 1])
+    ax.set_xlim(0, 0.5)  # tick labels beyond the limits are not drawn
+    ax.set_xlabel("x", fontsize=11)
+    ax.text(0.1, 0.5, "note\nsecond line", fontsize=6.5)
+    hidden = ax.text(0.2, 0.2, "hidden", fontsize=3)
+    hidden.set_visible(False)
+    sizes = figtext.text_sizes(fig)
+    assert (6.5, "note") in sizes and (6.5, "second line") in sizes and all(t != "hidden" for _, t in sizes)
+    assert figtext.text_record(fig) == {"points": 6.5, "text": "note"}
+    empty = plt.figure(figsize=(1, 1))
+    assert figtext.text_record(empty) is None
+    plt.close("all")
 
 
 def test_a_screenshot_per_page(faulty_site, faulty_check):
@@ -215,7 +340,7 @@ def test_cli_check_html(faulty_site, tmp_path, capsys):
     assert rc == 1
     assert "broken_image.html: image img/missing.png: did not load" in out
     assert "book/scorecard.html: scorecard: the scorecard page does not exist" in out
-    assert out.rstrip().endswith(f"problem(s) on 5 of 6 pages of {faulty_site}; screenshots in "
+    assert out.rstrip().endswith(f"problem(s) on 8 of 10 pages of {faulty_site}; screenshots in "
                                  f"{run_dir / 'screenshots'}")
     assert sorted(p.name for p in (run_dir / "screenshots").iterdir()) == sorted(
         browser.screenshot_name(p) for p in browser.list_pages(faulty_site))

@@ -7,6 +7,7 @@ import pytest
 
 from ctac_helpers.publish import browser
 from ctac_helpers.pipeline import cli
+from ctac_helpers.core import figtext
 from ctac_helpers.core.stages import STAGES
 
 pytestmark = pytest.mark.slow
@@ -149,3 +150,6 @@ def test_the_quick_book_in_the_browser(built, capsys):
     assert {"index.html", "book/scorecard.html", "notebooks/05_models.html"} <= set(pages)
     shots = sorted(p.name for p in (run_dir / "screenshots").iterdir())
     assert shots == sorted(browser.screenshot_name(p) for p in pages)
+    # every figure of the book records its smallest text, so that the check above measured each one
+    images = sorted((html / "_images").glob("*.png"))
+    assert images and all(figtext.read_record(p)[0] is not None for p in images), images

@@ -18,7 +18,9 @@ import pytest  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
 from ctac_helpers.publish import explorer as ex  # noqa: E402
-from ctac_helpers.core import manifest  # noqa: E402
+from ctac_helpers.core import figtext
+from ctac_helpers.core import manifest
+from ctac_helpers.publish import plots  # noqa: E402
 
 HEART, AORTA, LUNG = (manifest.structure_id(s) for s in ("heart", "aorta", "lung_upper_lobe_left"))
 SHAPE = (8, 12, 10)  # z, y, x
@@ -224,6 +226,9 @@ def test_examples_figure_stacks_patients(cohort, predictions, shap, scans):
     fig = ex.examples_figure(recs)
     assert [sf.get_suptitle() for sf in fig.subfigs] == ["Patient P1", "Patient P2"]
     assert [len(sf.axes) for sf in fig.subfigs] == [4, 3]
+    # as wide as the page at most, no text under 9 pt: the page shows it at its own size
+    assert fig.get_size_inches()[0] <= plots.PAGE_WIDTH
+    assert figtext.text_record(fig)["points"] >= figtext.MIN_POINTS
     with pytest.raises(ValueError):
         ex.examples_figure([])
 
@@ -234,7 +239,7 @@ def test_explorer_starts_on_the_imaged_patients(explorer):
     assert explorer.imaged == ["P1"]
     assert explorer.only_with_scans.value is True
     assert [v for _, v in explorer.dropdown.options] == ["P1"]
-    assert explorer.dropdown.options[0][0] == "P1 | risk 0.50 (100th) | died | CT"
+    assert explorer.dropdown.options[0][0] == "P1 | risk 0.500 (100th) | died | CT"
     assert explorer.record["patient_id"] == "P1"
     assert explorer.slider.max == SHAPE[0] - 1 and explorer.slider.value == 4 and not explorer.slider.disabled
     assert _texts(explorer.output) == ["<patient P1: axial slice 4>"]

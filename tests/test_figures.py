@@ -79,6 +79,30 @@ def test_markdown_table_formats_and_aligns():
         figures.markdown_table(df, formats={"nope": "{}"})
 
 
+def test_values_read_as_text_for_people_not_as_pandas_prints_them(shown):
+    df = pd.DataFrame({"age": [72.0, np.nan], "flag": [True, False], "race": ["white", None], "n": [3, 12]})
+    assert figures.format_frame(df, precision=1).values.tolist() == [["72.0", "yes", "white", "3"],
+                                                                     ["", "no", "", "12"]]
+    figures.display_table(df, precision=0, na_rep="missing")
+    [bundle] = shown
+    assert bundle["text/markdown"].splitlines()[:2] == ["```{table}", ":class: table-sm small"]
+    assert bundle["text/markdown"].splitlines()[5:] == ["| 72 | yes | white | 3 |", "| missing | no | missing | 12 |",
+                                                        "```"]
+    assert "72.000000" not in bundle["text/html"] and "None" not in bundle["text/html"]
+
+
+def test_one_rounding_rule_for_each_kind_of_number():
+    from ctac_helpers.publish import fmt
+
+    assert fmt.auc(0.73549) == "0.735" and fmt.auc(0.7355) == "0.736"  # once, from the full value
+    assert fmt.interval(0.7381, 0.6962, 0.7794, "auc") == "0.738 (0.696-0.779)"
+    assert fmt.interval(3.673, 2.069, 6.5196, "hr") == "3.67 (2.07-6.52)"
+    assert fmt.interval(12.34, float("nan"), 20.0, "percent") == "12.3"
+    assert fmt.number(None, "risk", missing="n/a") == "n/a" and fmt.number(0.61234, "risk") == "0.612"
+    with pytest.raises(ValueError, match="allowed: auc, risk, hr, percent, years"):
+        fmt.number(1.0, "odds")
+
+
 def test_table_markdown_is_a_named_table_with_a_download_link():
     md = figures.table_markdown("table1", pd.DataFrame({"x": [1]}), "Table 1 | Baseline")
     assert md.startswith("```{table} **Table 1 |** Baseline\n:name: tbl-table1\n")
@@ -154,7 +178,9 @@ def test_chapter_has_the_books_shape(name):
     assert all(not c.get("outputs") for c in code)
     markdown = [c.source for c in cells if c.cell_type == "markdown"]
     headings = [s.splitlines()[0] for s in markdown]
-    reproduces = headings.index("## What this chapter reproduces")
+    # chapter 8 reproduces nothing of the paper: its opening section says what it adds instead
+    opening = "## What this chapter adds" if "## What this chapter adds" in headings else "## What this chapter reproduces"
+    reproduces = headings.index(opening)
     assert markdown[reproduces + 1].startswith(":::{admonition} Prerequisites")  # right after it
     # the chapter ends: Summary (prose and numbers), Exercises, What's next
     level2 = [h for h in headings if h.startswith("## ")]
@@ -219,6 +245,7 @@ def _executed_chapter(run: RunDir) -> nbformat.NotebookNode:
         figures.show_figure(run, "supp_fig9", fig, "Supplementary Fig. 9 | A line",
                             data=pd.DataFrame({"x": [0, 1], "y": [0, 1]}))
         figures.show_table(run, "table9", pd.DataFrame({"p": ["<0.001"], "auc": [0.8]}), "Table 9 | Values")
+        figures.display_table(pd.DataFrame({"quantity": ["plain"], "value": [np.nan]}), na_rep="missing")
     finally:
         figures._display = saved
     cells = [new_markdown_cell("# Chapter 9"),
@@ -249,6 +276,8 @@ def test_book_numbers_the_figure_and_table_and_links_their_files(tmp_path):
     page = (html_dir / "notebooks" / "09_x.html").read_text(encoding="utf-8")
     assert re.search(r'caption-number">Book figure 1 </span>.*Supplementary Fig. 9 \|', page)
     assert re.search(r'caption-number">Book table 1 </span>.*Table 9 \|', page)
+    assert "Book table 2" not in page and re.search(r'<table class="table-sm small table[^"]*">', page)  # unnumbered
+    assert re.search(r"<td[^>]*><p>missing</p></td>", page)
     assert 'href="#fig-supp-fig9"' in page and 'href="#tbl-table9"' in page
     assert "&lt;0.001" in page
     links = re.findall(r'class="reference download internal" download="" href="([^"]+)"', page)

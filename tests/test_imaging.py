@@ -284,3 +284,16 @@ def test_cac_eat_table_keeps_every_scan_with_its_reason(segmented, tmp_path):
     # the measured values only: an excluded scan of a patient does not blank the cohort's CAC
     filled = imaging.fill_measured_ct(cohort, table)
     assert filled.set_index("patient_id").at["C", "cac_score"] == 10.0 and np.isnan(filled.at[1, "cac_score"])
+
+
+def test_scan_table_of_batches_with_columns_empty_in_one(recwarn):
+    # phantoms carry no site values; the samples do: no FutureWarning of pandas, the site's values keep their type
+    phantoms = batch.BatchResult(results=[{"scan_id": "p1", "manifest_cac_score": None,
+                                           f"{imaging.STATUS_PREFIX}heart": "present"}], failures=pd.DataFrame())
+    samples = batch.BatchResult(results=[{"scan_id": "s1", "manifest_cac_score": 12.5}], failures=pd.DataFrame())
+    scans = imaging.scan_table([phantoms, samples], datasets=["phantom", "sample"])
+    assert not [w for w in recwarn if issubclass(w.category, FutureWarning)], [str(w.message) for w in recwarn]
+    assert list(scans.columns) == ["scan_id", "manifest_cac_score", f"{imaging.STATUS_PREFIX}heart", "dataset",
+                                   "status", "reason"]
+    assert scans["manifest_cac_score"].dtype == float and pd.isna(scans.loc[0, "manifest_cac_score"])
+    assert list(scans[f"{imaging.STATUS_PREFIX}heart"]) == ["present", "absent"]

@@ -270,6 +270,9 @@ def test_stage_status_never_run_up_to_date_and_stale(tmp_path, finished, noteboo
 
     changed = {s.stage: s for s in runner.stage_status(fakebook.config(up={"n": 5}), finished, STAGES, notebooks)}
     assert changed["up"].state == "stale" and "n 3 -> 5" in changed["up"].reason
+    # a parameter the configuration starts (or stops) setting: the notebook's default, not None
+    added = {s.stage: s for s in runner.stage_status(fakebook.config(down={"scale": 2}), finished, STAGES, notebooks)}
+    assert added["down"].reason == "parameters changed: scale the notebook's default -> 2"
     assert changed["down"].state == "stale" and "upstream stage 'up'" in changed["down"].reason
 
     (finished / "tables" / "report.csv").write_text("tampered\n")
@@ -323,6 +326,47 @@ def test_code_hash_is_deterministic_and_sees_changes(tmp_path):
     (pkg / "sub" / "p.yaml").rename(pkg / "sub" / "q.yaml")
     assert REAL_CODE_HASH(pkg, manifest) != second
     assert len(REAL_CODE_HASH()) == 64  # the real package and data_manifest/
+
+
+NOISY = (
+    'run_dir: str = "runs/x"  # run directory',
+    "import logging, os, warnings\n"
+    "from ctac_helpers import batch\n"
+    "from ctac_helpers.core.rundir import RunDir\n\n"
+    "rd = RunDir(run_dir)\n"
+    "res = batch.run_batch(dict, [{'scan_id': f's{i}'} for i in range(3)], rd.root / 'work', key='k', n_workers=1,\n"
+    "                      progress=True, desc='noisy scans')\n"
+    "logging.getLogger('ctac_helpers.noisy').warning('a warning of the package')\n"
+    "logging.getLogger('ctac_helpers.noisy').info('progress of the package')\n"
+    "logging.getLogger('some.library').warning('a warning of a library')\n"
+    "os.system('echo written by a child process >&2')\n"
+    "print(len(res.results), 'scans')",
+)
+
+
+def test_progress_and_log_records_go_to_the_terminal_not_into_the_notebook(tmp_path, capfd, caplog):
+    import logging
+
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from ctac_helpers.core.stages import Stage
+
+    nb = new_notebook(cells=[new_code_cell(NOISY[0], metadata={"tags": ["parameters"]}), new_code_cell(NOISY[1])])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "noisy.ipynb")
+    caplog.set_level(logging.INFO, logger="ctac_helpers")  # as `ctac-book run` without -q
+    [result] = runner.run_stages({"name": "noisy", "seed": 1, "stages": {"noisy": {}}}, tmp_path / "run",
+                                 stages=(Stage(name="noisy", notebook="noisy.ipynb"),), notebooks_dir=tmp_path / "nb")
+    assert result.status == "ran"
+    executed = nbformat.read(tmp_path / "run" / "executed" / "noisy.ipynb", as_version=4)
+    outputs = [o for cell in executed.cells if cell.cell_type == "code" for o in cell.outputs]
+    assert [(o.output_type, o.get("name"), o.get("text")) for o in outputs] == [("stream", "stdout", "3 scans\n")]
+    err = capfd.readouterr().err
+    assert "[noisy] a warning of the package" in err and "[noisy] progress of the package" in err
+    assert "[noisy] noisy scans: 3 done (0 reused from an earlier run), 0 failed" in err
+    assert "a warning of a library" in err and "written by a child process" in err
 
 
 def test_wrongly_typed_parameter_is_rejected_before_the_run_directory_exists(tmp_path, notebooks):

@@ -156,7 +156,7 @@ def test_auc_tolerance_is_strict(run_dir):
     table = sc.scorecard(run_dir)
     r = _key(table, "supp_table3/auc/all")
     assert r["quantity"] == "AUC, All, all patients"
-    assert r["paper"] == "0.80 (0.74-0.87)" and r["book"] == "0.78 (0.70-0.85)"
+    assert r["paper"] == "0.80 (0.74-0.87)" and r["book"] == "0.781 (0.700-0.850)"
     assert r["difference"] == pytest.approx(-0.019) and r["tolerance"] == 0.02 and r["within"] is True
     assert r["criterion"] == "-0.019 (±0.02)"
     r = _key(table, "supp_table3/auc/cac")
@@ -505,7 +505,7 @@ def test_scorecard_page(run_dir):
     assert len(misses) == sum(w is False for w in table["within"])
     line = next(ln for ln in misses if "**AUC, Coronary calcium, all patients**" in ln)
     assert line == ("- **AUC, Coronary calcium, all patients** (Supplementary Table 3, fitted to): paper 0.64 "
-                    "(0.57-0.71); this book 0.66 (0.60-0.80). *Why:* Not established: no cause is recorded for this "
+                    "(0.57-0.71); this book 0.661 (0.600-0.800). *Why:* Not established: no cause is recorded for this "
                     "row (`supp_table3/auc/cac`).")
     # a comparison says what it tests and what each side found
     line = next(ln for ln in misses if "AI CTAC better than Coronary calcium" in ln)
@@ -520,7 +520,7 @@ def test_scorecard_page(run_dir):
         assert lines[0] == header and len(lines) == 1 + (table["group"] == group).sum()
     lines = page.splitlines()
     row = next(ln for ln in lines if "| AUC, All, all patients |" in ln)
-    assert row == ("| Supplementary Table 3 | AUC, All, all patients | 0.80 (0.74-0.87) | 0.78 (0.70-0.85) | "
+    assert row == ("| Supplementary Table 3 | AUC, All, all patients | 0.80 (0.74-0.87) | 0.781 (0.700-0.850) | "
                    "yes (-0.019; ±0.02) | [chapter 5](../notebooks/05_models.ipynb) |")
     assert "| **no** (+0.021; ±0.02) |" in next(ln for ln in lines if "| AUC, Coronary calcium, all" in ln)
     # no empty Within cell: a summary row says it is not judged

@@ -121,9 +121,9 @@ def test_models_text():
                            "auc": [0.55, 0.66, 0.74, 0.76], "ci_low": [0.5, 0.6, 0.7, 0.71],
                            "ci_high": [0.6, 0.7, 0.78, 0.8], "paper_auc": [0.56, 0.64, 0.80, 0.78]})
     text = summaries.models_text(table3)
-    assert text.startswith("In all patients the best model is **AI CTAC**, AUC 0.76 (0.71-0.80); in the paper it "
-                           "is All (AUC 0.80). The All model's AUC is 0.74 (0.70-0.78).")
-    assert text.endswith("The models in order of AUC: AI CTAC 0.76, All 0.74, Coronary calcium 0.66, EAT 0.55.")
+    assert text.startswith("In all patients the best model is **AI CTAC**, AUC 0.760 (0.710-0.800); in the paper it "
+                           "is All (AUC 0.80). The All model's AUC is 0.740 (0.700-0.780).")
+    assert text.endswith("The models in order of AUC: AI CTAC 0.760, All 0.740, Coronary calcium 0.660, EAT 0.550.")
     table3.loc[table3["model"] == "all", "auc"] = 0.77
     assert ", as in the paper (AUC 0.80)." in summaries.models_text(table3)
 
@@ -133,8 +133,8 @@ def test_subgroups_text():
                          "auc": [0.75, 0.72, 0.79, 0.70], "p": [0.47, 0.47, 0.01, 0.01],
                          "paper_p": ["0.08", "0.08", "0.16", "0.16"]})
     assert summaries.subgroups_text(fig3) == (
-        "The All model's AUC by sex, male 0.75 and female 0.72 do not differ significantly (p = 0.470, as in the "
-        "paper); by age, <65 0.79 and >=65 0.70 differ significantly (p = 0.010, where the paper's do not).")
+        "The All model's AUC by sex, male 0.750 and female 0.720 do not differ significantly (p = 0.470, as in the "
+        "paper); by age, <65 0.790 and >=65 0.700 differ significantly (p = 0.010, where the paper's do not).")
 
 
 def test_survival_text():

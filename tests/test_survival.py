@@ -538,3 +538,19 @@ def test_an_empty_subgroup_is_reported_when_asked():
     row = out.set_index("subgroup").loc["nobody"]
     assert row["n"] == 0 and np.isnan(row["hr"]) and row["note"] == "no patient in this subgroup"
     assert np.isfinite(out.set_index("subgroup").loc["all", "hr"])
+
+
+def test_the_warnings_of_a_cox_fit_are_logged_not_shown(recwarn, caplog):
+    # a covariate that separates deaths from survivors: lifelines warns (and numpy may overflow) during the fit;
+    # a chapter's page must show none of it, the terminal (the log) says it, with the subgroup
+    rng = np.random.default_rng(0)
+    n = 60
+    death = np.r_[np.ones(6), np.zeros(n - 6)]
+    df = pd.DataFrame({"followup_years": rng.uniform(1, 5, n), "death": death.astype(int),
+                       "exposure": rng.integers(0, 2, n).astype(float), "separating": death,
+                       "age": rng.normal(60, 5, n)})
+    caplog.set_level(logging.WARNING, logger="ctac_helpers.stats.survival")
+    sv.adjusted_hr_by_subgroup(df, "exposure", {"everyone": np.ones(n, bool)}, ["separating", "age"],
+                               on_failure="report")
+    assert not recwarn.list, [str(w.message) for w in recwarn]
+    assert any(r.message.startswith("adjusted_hr_by_subgroup[everyone]: ConvergenceWarning:") for r in caplog.records)

@@ -44,12 +44,21 @@ def test_baseline_table_tidy_rows(small_dataset):
         tables.baseline_table(c, "site", [], "x")
 
 
-def test_side_by_side_has_book_and_paper_columns(small_dataset):
+def test_side_by_side_puts_the_papers_row_under_the_books(small_dataset):
     t2 = tables.baseline_table(small_dataset.cohort, "death", tables.row_spec("table2"), "table2", include_all=False)
-    wide = tables.side_by_side(t2, "table2")
-    assert {"death (book)", "death (paper)", "alive (book)", "alive (paper)", "p (book)", "p (paper)"} <= set(wide.columns)
-    age = wide[wide["Characteristic"] == "Age [years]"].iloc[0]
-    assert age["death (paper)"] == "71 (63, 79)"
+    view = tables.side_by_side(t2, "table2")
+    assert list(view.columns) == ["Characteristic", "source", "death", "alive", "p"]
+    i = view.index[view["Characteristic"] == "Age [years]"][0]
+    book, paper = view.loc[i], view.loc[i + 1]
+    assert book["source"] == "book" and book["death"] == t2.loc[(t2.variable == "age") & (t2.group == "death"),
+                                                                 "display"].iloc[0]
+    assert paper["source"] == "paper" and paper["Characteristic"] == "" and paper["death"] == "71 (63, 79)"
+    # Supplementary Table 2: the paper prints a few values only; characteristics without any have no paper row
+    c = small_dataset.cohort
+    s2 = tables.baseline_table(c, "perfusion", tables.row_spec("table1"), "supp_table2")
+    view = tables.side_by_side(s2, "supp_table2")
+    assert (view["source"] == "book").sum() == s2.groupby(["variable", "level"]).ngroups
+    assert 0 < (view["source"] == "paper").sum() < (view["source"] == "book").sum()
 
 
 def test_calibration_report_flags_misses(small_dataset):
@@ -99,3 +108,26 @@ def test_paper_display_prints_the_manifests_values_as_the_tables_do():
                                          (float("nan"), "n/a"), (None, "n/a")])
 def test_ordinal(p, expected):
     assert tables.ordinal(p) == expected
+
+
+def test_cohort_preview_reads_like_a_table_for_people():
+    patients = pd.DataFrame({"patient_id": ["P1", "P2"], "age": [72.0, 64.5], "sex": ["male", "female"],
+                             "race": ["white", None], "hypertension": [1, 0], "stress_tpd": [4.7300000001, 12.0],
+                             "extra": [np.nan, 2.25]})
+    view = cohort.preview(patients, n=5)
+    assert list(view.columns) == ["column", "P1", "P2"]
+    assert view.values.tolist() == [
+        ["Age [years]", "72", "64.5"], ["Sex", "male", "female"], ["race", "white", "missing"],
+        ["Hypertension", "yes", "no"], ["Stress total perfusion deficit [%]", "4.73", "12"], ["extra", "missing", "2.25"]]
+
+
+def test_calibration_rows_read_as_text():
+    report = pd.DataFrame([
+        {"source": "table1", "variable": "age", "level": "", "group": "male", "statistic": "median", "paper": 64.0,
+         "synthetic": 65.04, "difference": 1.04, "tolerance": 3.2, "within": True, "note": ""},
+        {"source": "table2", "variable": "smoking", "level": "", "group": "death", "statistic": "percent",
+         "paper": 20.7, "synthetic": 22.222, "difference": 1.522, "tolerance": 1.5, "within": False, "note": ""}])
+    view = calibration.readable(report)
+    assert view.values.tolist() == [
+        ["table1", "Age [years], male: median", "64", "65.0", "+1.04", "±3.20", "yes"],
+        ["table2", "Smoking, death: %", "20.7", "22.2", "+1.52", "±1.50", "no"]]

@@ -91,3 +91,34 @@ def calibration_summary(report: pd.DataFrame) -> pd.DataFrame:
     return (r.groupby("source", sort=False)
              .agg(compared=("within", "size"), within=("within", "sum"), worst_ratio=("ratio", "max"))
              .reset_index())
+
+
+def readable(report: pd.DataFrame) -> pd.DataFrame:
+    """Rows of :func:`calibration_report` as a reader's table: what the number is, and its values as text.
+
+    ``number`` names the variable by its label, the level, the group and the statistic (``Age [years], male:
+    median``); the paper's value reads as the paper prints it, the cohort's value with one decimal more than
+    the paper prints for the variable (percentages: one decimal), the difference and the tolerance with one
+    more again, so that a difference just past its tolerance does not read as equal to it.
+
+    Returns
+    -------
+    DataFrame
+        ``source, number, paper, this cohort, difference, tolerance, within`` (text; ``within`` yes/no).
+    """
+    def decimals(r) -> int:
+        if r["statistic"] == "percent" or r["variable"] == "n":
+            return 1
+        return int(manifest.schema_column(r["variable"]).get("decimals", 0)) + 1
+
+    rows = []
+    for _, r in report.iterrows():
+        name = "group size" if r["variable"] == "n" else manifest.variable_label(r["variable"])
+        level = f": {r['level']}" if isinstance(r["level"], str) and r["level"] else ""
+        statistic = "%" if r["statistic"] == "percent" else r["statistic"]
+        d = decimals(r)
+        rows.append({"source": r["source"], "number": f"{name}{level}, {r['group']}: {statistic}",
+                     "paper": f"{r['paper']:g}", "this cohort": f"{r['synthetic']:.{d}f}",
+                     "difference": f"{r['difference']:+.{d + 1}f}", "tolerance": f"±{r['tolerance']:.{d + 1}f}",
+                     "within": "yes" if r["within"] else "no"})
+    return pd.DataFrame(rows, columns=["source", "number", "paper", "this cohort", "difference", "tolerance", "within"])

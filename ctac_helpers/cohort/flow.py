@@ -71,3 +71,53 @@ def headline_numbers(cohort: pd.DataFrame) -> pd.DataFrame:
         ("Deaths among normal perfusion", "%", v["normal_perfusion_death_percent"], 100 * df.loc[normal, "death"].mean()),
     ]
     return pd.DataFrame(rows, columns=["quantity", "unit", "paper", "book"])
+
+
+def preview(patients: pd.DataFrame, n: int = 5, missing: str = "missing") -> pd.DataFrame:
+    """The first ``n`` patients as a reader would want them shown: one row per column, one column per patient.
+
+    Columns are named by their schema label with the unit (``Age [years]``); flags read ``yes``/``no``,
+    numbers as recorded (``25.8``, ``74``: no trailing zeros), missing values ``missing``. Columns outside
+    the schema keep their name.
+
+    Parameters
+    ----------
+    patients : DataFrame
+        The cohort table (schema columns, ``patient_id`` first).
+    n : int
+        How many patients.
+    missing : str
+        Text of a missing value.
+
+    Returns
+    -------
+    DataFrame
+        ``column`` and one text column per patient, headed by the patient's id.
+    """
+    schema = manifest.cohort_schema()
+    head = patients.head(n)
+    ids = ([str(i) for i in head["patient_id"]] if "patient_id" in head
+           else [f"patient {i + 1}" for i in range(len(head))])
+
+    def text(value, kind: str) -> str:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            return missing
+        if kind == "binary":
+            return "yes" if int(value) == 1 else "no"
+        if isinstance(value, (float, np.floating)):
+            return f"{float(value):.3f}".rstrip("0").rstrip(".")
+        return str(value)
+
+    rows = []
+    for column in head.columns:
+        if column == "patient_id":
+            continue
+        entry = schema.loc[column] if column in schema.index else None
+        kind = str(entry["type"]) if entry is not None else ""
+        name = column
+        if entry is not None:
+            label = entry["label"] if isinstance(entry["label"], str) and entry["label"] else column.replace("_", " ")
+            unit = entry["unit"] if isinstance(entry["unit"], str) else ""
+            name = label if not unit or "[" in label else f"{label} [{unit}]"
+        rows.append([name] + [text(v, kind) for v in head[column].tolist()])
+    return pd.DataFrame(rows, columns=["column", *ids])

@@ -170,7 +170,17 @@ def _paper_cell(row: dict, variable: str, group: str) -> str:
 
 
 def side_by_side(book: pd.DataFrame, table_id: str) -> pd.DataFrame:
-    """Wide display table: for each group the book's value beside the paper's, then both p-values."""
+    """Display table: for each characteristic a row of the book's values and, below it, the paper's.
+
+    The groups are the columns (``all``, ``male``, ``female``, then ``p``), as in the paper, so that the table
+    fits the page's text column; the book's value of a group sits right above the paper's. A characteristic
+    for which the paper prints nothing has the book's row only.
+
+    Returns
+    -------
+    DataFrame
+        ``Characteristic``, ``source`` (``book`` or ``paper``), one column per group and ``p`` (text).
+    """
     paper = manifest.paper_entry(table_id)
     p_rows = {(r["variable"], str(r.get("level", ""))): r for r in paper["rows"]}
     groups = [g for g in book["group"].unique()]
@@ -179,14 +189,17 @@ def side_by_side(book: pd.DataFrame, table_id: str) -> pd.DataFrame:
         pr = p_rows.get((variable, level), {})
         kind = pr.get("kind", "count" if sub["median"].isna().all() else "continuous")
         name = sub["label"].iloc[0] + (f": {level}" if level else "")
-        row = {"Characteristic": name}
+        mine = {"Characteristic": name, "source": "book"}
+        theirs = {"Characteristic": "", "source": "paper"}
         for g in groups:
-            row[f"{g} (book)"] = sub.loc[sub.group == g, "display"].iloc[0]
-            row[f"{g} (paper)"] = _paper_cell({"kind": kind, **pr}, variable, g)
-        row["p (book)"] = sub["p_display"].iloc[0] if (sub["p_display"] != "").any() else ""
-        row["p (paper)"] = pr.get("p", "")
-        rows.append(row)
-    return pd.DataFrame(rows)
+            mine[g] = sub.loc[sub.group == g, "display"].iloc[0]
+            theirs[g] = _paper_cell({"kind": kind, **pr}, variable, g)
+        mine["p"] = sub["p_display"].iloc[0] if (sub["p_display"] != "").any() else ""
+        theirs["p"] = str(pr.get("p", ""))
+        rows.append(mine)
+        if any(theirs[g] for g in groups) or theirs["p"]:
+            rows.append(theirs)
+    return pd.DataFrame(rows, columns=["Characteristic", "source", *groups, "p"])
 
 
 def ordinal(p: float) -> str:

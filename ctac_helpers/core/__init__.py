@@ -2,7 +2,7 @@
 
 from ctac_helpers import lazy_exports
 
-_MODULES = ["manifest", "paths", "rundir", "stages"]
+_MODULES = ["manifest", "paths", "rundir", "stages", "figtext"]
 _NAMES = {"RunDir": "rundir", "atomic_path": "rundir", "atomic_write_json": "rundir", "STAGES": "stages",
           "get_stage": "stages"}
 __all__ = [*_MODULES, *_NAMES]

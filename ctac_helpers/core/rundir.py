@@ -248,11 +248,21 @@ class RunDir:
         return path
 
     def write_figure(self, figure_id: str, fig, dpi: int = 150) -> Path:
-        """Save a matplotlib figure as ``figures/<id>.png`` (atomic, no timestamp metadata)."""
+        """Save a matplotlib figure as ``figures/<id>.png`` (atomic, no timestamp metadata).
+
+        The PNG records the figure's smallest text (:func:`ctac_helpers.core.figtext.text_record`), which the
+        browser check compares with the width the page shows the image at.
+        """
+        from ctac_helpers.core import figtext
+
         path = self.figure_path(figure_id)
+        # Software/creation metadata would make identical figures differ byte-wise.
+        metadata = {"Software": None}
+        record = figtext.text_record(fig)
+        if record is not None:
+            metadata[figtext.KEY] = json.dumps(record, sort_keys=True)
         with atomic_path(path) as tmp:
-            # Software/creation metadata would make identical figures differ byte-wise.
-            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata=metadata)
         logger.info("wrote figure %s", path)
         return path
 

@@ -268,7 +268,10 @@ def scan_table(runs, datasets: Sequence[str], manifests: Sequence[pd.DataFrame |
             frames.append(failed)
     if not frames:
         return pd.DataFrame(columns=["scan_id", "patient_id", "dataset", *_STATUS_COLUMNS])
-    scans = pd.concat(frames, ignore_index=True)
+    # A column that is empty in one batch (the site's own CAC of phantoms, say) takes its type from the
+    # batches that fill it: its empty parts are left out of the concatenation and come back as missing.
+    columns = list(dict.fromkeys(c for f in frames for c in f.columns))
+    scans = pd.concat([f.dropna(axis=1, how="all") for f in frames], ignore_index=True).reindex(columns=columns)
     status_cols = [c for c in scans.columns if c.startswith(STATUS_PREFIX)]
     ok = scans["status"] == SCAN_OK
     scans.loc[ok, status_cols] = scans.loc[ok, status_cols].fillna("absent")

@@ -171,7 +171,9 @@ def run_batch(task: Callable[[dict], dict], items: Iterable[Mapping], work_dir: 
     n_workers : int, optional
         Local worker processes; default: the number of CPUs.
     progress : bool
-        Show a progress bar with done / failed / remaining counts.
+        Show a progress bar with done / failed / remaining counts on the process's standard error
+        (``sys.__stderr__``) when that is a terminal. In a stage's kernel it is the terminal of
+        ``ctac-book run`` (:func:`ctac_helpers.pipeline.runner.kernel_arguments`), never the notebook.
     desc : str
         Label of the progress bar and of the log lines.
     root : path-like, optional
@@ -200,8 +202,10 @@ def run_batch(task: Callable[[dict], dict], items: Iterable[Mapping], work_dir: 
     todo = [(sid, it) for sid, it in zip(ids, items) if sid not in done]
     n_cached = len(done)
     failures: dict[str, dict] = {}
-    bar = tqdm(total=len(ids), initial=n_cached, desc=desc, disable=not progress, file=sys.stderr,
-               dynamic_ncols=True, mininterval=0.5)
+    # sys.__stderr__, not sys.stderr: in a Jupyter kernel sys.stderr writes into the notebook, which the
+    # book renders. disable=None: no bar when that stream is not a terminal (a log file, a pipe).
+    bar = tqdm(total=len(ids), initial=n_cached, desc=desc, disable=None if progress else True,
+               file=sys.__stderr__ or sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
     def record(sid: str, status: str, payload: dict) -> None:
         if status == "ok":

@@ -120,10 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_check = sub.add_parser("check-html", parents=[common],
                              help="open every page of the built book in headless Chromium; list what is broken",
                              description="Serve the built book on 127.0.0.1 and open every page in headless "
-                                         "Chromium: JavaScript errors, console errors, failed requests, images "
-                                         "that do not load, broken internal links and anchors, and the figures "
-                                         "of the replication scorecard. Saves a screenshot of each page under "
-                                         "<run dir>/screenshots/. Exit code 0 when nothing is broken, 1 otherwise.")
+                                         "Chromium at 1280 px: JavaScript errors, console errors, failed requests, "
+                                         "images that do not load, broken internal links and anchors, the figures "
+                                         "of the replication scorecard, progress bars, warnings and log lines in "
+                                         "outputs, tables wider than the page and figure text under 9 pt. Saves a "
+                                         "screenshot of each page under <run dir>/screenshots/. Exit code 0 when "
+                                         "nothing is broken, 1 otherwise.")
     p_check.add_argument("--html", metavar="DIR", type=Path,
                          help="the built book (default: ./_build/html, where `ctac-book build` writes it)")
     p_check.set_defaults(func=_cmd_check_html)

@@ -30,6 +30,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -284,9 +285,16 @@ def _plan(config: Mapping, stage: Stage, root: Path, notebooks_dir: Path, code: 
 
 
 def _describe_change(old: Any, new: Any) -> str:
+    """What changed between two recorded parameter sets (``n 3 -> 5``).
+
+    The record holds only the parameters the configuration sets: one it does not set runs with the
+    notebook's own default, which the record does not know, so it is named as that, never as ``None``.
+    """
     if isinstance(old, dict) and isinstance(new, dict):
-        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        return ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+        changed = sorted(k for k in set(old) | set(new) if k not in old or k not in new or old[k] != new[k])
+        default = "the notebook's default"
+        return ", ".join(f"{k} {repr(old[k]) if k in old else default} -> {repr(new[k]) if k in new else default}"
+                         for k in changed)
     return f"{old!r} -> {new!r}"
 
 
@@ -394,6 +402,42 @@ def _drop_last_good(root: Path, stage: Stage) -> None:
 
 
 # -- execution ----------------------------------------------------------------------------------
+def kernel_logging_to_terminal(level: int, prefix: str = "") -> None:
+    """Send a stage kernel's log records to the terminal that runs it, not into the notebook.
+
+    Run in the kernel at its start (:func:`kernel_arguments`). Records of ``ctac_helpers`` at ``level`` and
+    above, and other libraries' warnings, go to the kernel process's own standard error, which is the
+    terminal of ``ctac-book run``; a rendered page shows none of them.
+
+    Parameters
+    ----------
+    level : int
+        The ``logging`` level of the package's records (that of ``ctac-book run``: INFO, WARNING with
+        ``-q``, DEBUG with ``-v``).
+    prefix : str
+        Put before each record (the stage's name), so that the terminal says where it comes from.
+    """
+    handler = logging.StreamHandler(sys.__stderr__ or sys.stderr)
+    handler.setFormatter(logging.Formatter(prefix.replace("%", "%%") + "%(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("ctac_helpers").setLevel(level)
+
+
+def kernel_arguments(stage: str, level: int) -> list[str]:
+    """The command-line options of a stage's kernel (IPython's ``IPKernelApp``).
+
+    * ``log_level=ERROR``: ipykernel warns on every start about its local TCP transport; real errors stay;
+    * ``capture_fd_output=False``: what is written to the process's standard error below Python's
+      ``sys.stderr`` (progress bars, which :func:`ctac_helpers.pipeline.batch.run_batch` writes to
+      ``sys.__stderr__``, C libraries, worker processes) goes to the terminal, not into the notebook;
+    * ``exec_lines``: :func:`kernel_logging_to_terminal` at ``level``, before the first cell.
+    """
+    setup = (f"__import__('ctac_helpers.pipeline.runner', fromlist=['runner'])"
+             f".kernel_logging_to_terminal({int(level)}, {f'[{stage}] '!r})")
+    return ["--IPKernelApp.log_level=ERROR", "--IPKernelApp.capture_fd_output=False",
+            f"--IPKernelApp.exec_lines={setup}"]
+
+
 def _failing_cell(exc: Any, source_nb: Path) -> tuple[int | None, str]:
     """1-based index of the failing cell in the *source* notebook, and its first line.
 
@@ -466,8 +510,9 @@ def _execute(plan: _Plan, rd: RunDir, record: dict, kernel_name: str, results: l
                 papermill.execute_notebook(
                     str(plan.notebook_path), str(tmp), parameters=plan.passed, kernel_name=kernel_name,
                     progress_bar=False, log_output=False, cwd=str(plan.notebook_path.parent),
-                    # ipykernel warns on every start about its local TCP transport; keep real errors only
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                    # the kernel's progress and log records go to this terminal, not into the notebook
+                    extra_arguments=kernel_arguments(stage.name,
+                                                     logging.getLogger("ctac_helpers").getEffectiveLevel()),
                 )
         except papermill.PapermillExecutionError as exc:
             cell, first_line = _failing_cell(exc, plan.notebook_path)

@@ -12,7 +12,15 @@ Debian's ``chromium`` (``--headless --no-sandbox --disable-gpu``) through Seleni
 * ``image``: ``<img>`` elements that did not load (``naturalWidth == 0``);
 * ``link`` and ``anchor``: same-origin links whose target does not exist, or whose ``#fragment``
   names no element of the target page;
-* ``page``: a page that did not finish loading in time;
+* ``page``: a page that did not finish loading in time, or that is wider than the window;
+* ``output``: a notebook output that shows a progress bar, a warning, log records or anything written to
+  the standard error stream (the terminal of ``ctac-book run`` is the place for them, not the page), or
+  table cells as pandas prints them (``72.000000``, ``None``, ``NaN``);
+* ``table``: a table wider than the text column (or than the box that holds it), so that some of it is
+  cut off or needs scrolling sideways, at the window's width (:data:`WINDOW_SIZE`);
+* ``figure``: a figure whose smallest text, at the width the page shows the image, is under
+  :data:`ctac_helpers.core.figtext.MIN_POINTS` points (read from the record in the PNG, see
+  :mod:`ctac_helpers.core.figtext`);
 
 and saves a PNG screenshot of each page. :func:`check_scorecard` checks that every figure the
 replication scorecard (``book/scorecard.html``, :mod:`ctac_helpers.publish.scorecard`) lists is in the
@@ -42,6 +50,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ctac_helpers.core import figtext
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +86,7 @@ class PageProblem:
         The page, relative to the HTML folder (``notebooks/01_cohort.html``).
     kind : str
         ``javascript``, ``console``, ``resource``, ``browser``, ``image``, ``link``, ``anchor``,
-        ``page`` or ``scorecard``.
+        ``page``, ``output``, ``table``, ``figure`` or ``scorecard``.
     target : str
         What is broken: a URL, a link's ``href`` or an image's ``src`` (empty when nothing applies).
     detail : str
@@ -311,7 +321,8 @@ return {
   links: Array.from(document.querySelectorAll('a[href]'), a => a.href),
   icons: Array.from(document.querySelectorAll('link[href][rel~="icon" i]'), l => l.href),
   images: Array.from(document.images, i => ({src: i.getAttribute('src') || '', url: i.currentSrc || i.src,
-                                             complete: i.complete, width: i.naturalWidth})),
+                                             complete: i.complete, width: i.naturalWidth,
+                                             shown: i.getBoundingClientRect().width})),
   text: document.body ? document.body.innerText : '',
 };
 """
@@ -320,6 +331,112 @@ _PENDING_JS = """
 for (const i of document.images) { if (i.loading === 'lazy') i.loading = 'eager'; }
 return (document.readyState === 'complete' ? 0 : 1) + Array.from(document.images).filter(i => !i.complete).length;
 """
+
+
+# Run in the page (after its screenshot): what a reader would find cut off or noisy. Folded parts
+# (<details>) are opened first, so that what they hide is measured as it shows when opened.
+_LAYOUT_JS = """
+for (const d of document.querySelectorAll('details')) d.open = true;
+const tables = [];
+let index = 0;
+for (const t of document.querySelectorAll('table')) {
+  index += 1;
+  const r = t.getBoundingClientRect();
+  if (r.width === 0 && r.height === 0) continue;  // not displayed
+  // the text column: the article of a Sphinx page, else the body
+  const column = t.closest('article, [role="main"], main') || document.body;
+  const cs = getComputedStyle(column), c = column.getBoundingClientRect();
+  let avail = c.width - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight);
+  let box = 'the text column';
+  for (let e = t.parentElement; e && e !== column; e = e.parentElement) {
+    const ox = getComputedStyle(e).overflowX;
+    if (ox !== 'visible' && e.clientWidth < avail) { avail = e.clientWidth; box = 'its box'; }
+  }
+  const caption = t.querySelector('caption');
+  tables.push({index: index, width: Math.max(r.width, t.scrollWidth), avail: avail, box: box,
+               caption: caption ? caption.innerText.trim() : ''});
+}
+const outputs = Array.from(document.querySelectorAll('.cell_output > *'), e => ({
+  stderr: e.classList.contains('stderr'), text: e.innerText || ''}));
+const cells = Array.from(document.querySelectorAll('.cell_output td'), c => c.innerText.trim());
+return {tables: tables, outputs: outputs, cells: cells, page: document.documentElement.scrollWidth,
+        window: document.documentElement.clientWidth};
+"""
+# Text of a notebook output that has no place on a page: progress bars (tqdm's "42%|####  | 5/12 [00:03<00:04,
+# 1.9it/s]"), warnings ("FutureWarning: ..."), log records ("WARNING: ...", "INFO:root:...") and tracebacks.
+_NOISE = (
+    ("a progress bar", re.compile(r"\d{1,3}%\|.*\|\s*\d+/\d+|\[\d\d:\d\d<|\d(?:it/s|s/it)\b")),
+    ("a warning", re.compile(r"\b[A-Z]\w*Warning:|^\s*warnings\.warn\(", re.M)),
+    ("a log record", re.compile(r"^\s*(?:DEBUG|INFO|WARNING|ERROR|CRITICAL)(?::|\s+-\s)", re.M)),
+    ("a traceback", re.compile(r"Traceback \(most recent call last\)")),
+)
+# A table cell as pandas prints it, not as a reader would write it: "72.000000", "None", "NaN".
+_RAW_CELL = re.compile(r"-?\d+\.\d{6}|None|NaN|nan|NaT|<NA>")
+#: Slack, in CSS pixels, for sub-pixel layout.
+_LAYOUT_SLACK = 1.0
+
+
+def _first_line(text: str, limit: int = 100) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+def _layout_problems(page: str, state: dict) -> list[PageProblem]:
+    """Problems of :data:`_LAYOUT_JS`'s measurements: noisy outputs, tables cut off, a page too wide."""
+    problems = []
+    noisy: dict[str, list[str]] = {}  # what was found -> the first noisy line of each output, in page order
+    for out in state["outputs"]:
+        text = out["text"]
+        found = {what: m for what, pattern in _NOISE if (m := pattern.search(text))}
+        if out["stderr"]:
+            found = {"text written to the standard error stream": None, **found}
+        if found:
+            first = min((m.start() for m in found.values() if m is not None), default=0)
+            noisy.setdefault(" and ".join(found), []).append(_first_line(text[text.rfind("\n", 0, first) + 1:]))
+    for what, lines in noisy.items():
+        count = "an output" if len(lines) == 1 else f"{len(lines)} outputs"
+        problems.append(PageProblem(page, "output", "", f"{what} in {count}, the first: {lines[0]!r}"))
+    raw = [c for c in state.get("cells", []) if _RAW_CELL.fullmatch(c)]
+    if raw:
+        problems.append(PageProblem(page, "output", "", f"{len(raw)} table cell(s) of outputs as pandas prints them, "
+                                                        f"not formatted for people, the first: {raw[0]!r}"))
+    for t in state["tables"]:
+        if t["width"] > t["avail"] + _LAYOUT_SLACK:
+            name = f"table {t['index']}" + (f" ({_first_line(t['caption'], 70)})" if t["caption"] else "")
+            problems.append(PageProblem(page, "table", "", f"{name} is {t['width']:.0f} px wide, wider than "
+                                                           f"{t['box']} ({t['avail']:.0f} px) at a {WINDOW_SIZE[0]} "
+                                                           "px window: part of it is cut off"))
+    if state["page"] > state["window"] + _LAYOUT_SLACK:
+        problems.append(PageProblem(page, "page", "", f"the page is {state['page']} px wide, wider than the "
+                                                      f"{state['window']} px window"))
+    return problems
+
+
+def _figure_problems(page: str, site: LocalSite, html_dir: Path, images: list[dict]) -> list[PageProblem]:
+    """Figures whose smallest text is under :data:`figtext.MIN_POINTS` at the width the page shows them.
+
+    Only PNGs of the book's folder that carry a text record (:func:`figtext.read_record`) are measured.
+    """
+    problems = []
+    for image in images:
+        rel = _url_to_page(site, image["url"])
+        if rel is None or not rel.lower().endswith(".png") or not image["width"] or not image["shown"]:
+            continue
+        path = html_dir / rel
+        if not path.is_file():
+            continue
+        record, dpi, png_width = figtext.read_record(path)
+        if record is None or dpi is None:
+            logger.debug("%s: %s has no text record; its text size is not checked", page, rel)
+            continue
+        shown = figtext.shown_points(float(record["points"]), dpi, png_width, float(image["shown"]))
+        if shown < figtext.MIN_POINTS - 1e-6:
+            problems.append(PageProblem(page, "figure", image["src"] or rel,
+                                        f"text {record.get('text', '')!r} reads as {shown:.1f} pt on the page "
+                                        f"({record['points']:g} pt in a {png_width} px image at {dpi:.0f} dpi, "
+                                        f"shown {image['shown']:.0f} px wide); the least is "
+                                        f"{figtext.MIN_POINTS:g} pt"))
+    return problems
 
 
 def _settle(driver, site: LocalSite, timeout: float) -> bool:
@@ -371,8 +488,13 @@ def _log_problems(page: str, entries: list[dict], skip: set[str]) -> list[PagePr
     return problems
 
 
-def _visit(driver, site: LocalSite, page: str, screenshot_dir: Path | None, timeout: float) -> _Visit:
-    """Open one page, wait for it to settle, and record its state, problems and screenshot."""
+def _visit(driver, site: LocalSite, page: str, screenshot_dir: Path | None, timeout: float,
+           html_dir: Path | None = None) -> _Visit:
+    """Open one page, wait for it to settle, and record its state, problems and screenshot.
+
+    With ``html_dir`` (the served folder), also the page's layout, outputs and figures
+    (:func:`_layout_problems`, :func:`_figure_problems`).
+    """
     from selenium.common.exceptions import TimeoutException, WebDriverException
 
     visit = _Visit(page)
@@ -405,6 +527,12 @@ def _visit(driver, site: LocalSite, page: str, screenshot_dir: Path | None, time
     visit.problems += _log_problems(page, driver.get_log("browser"), skip)
     if screenshot_dir is not None:
         _screenshot(driver, screenshot_dir / screenshot_name(page))
+    if html_dir is not None:
+        visit.problems += _figure_problems(page, site, html_dir, visit.images)
+        try:
+            visit.problems += _layout_problems(page, driver.execute_script(_LAYOUT_JS))
+        except WebDriverException as exc:
+            visit.problems.append(PageProblem(page, "page", url, f"the browser failed: {exc.msg}"))
     return visit
 
 
@@ -654,7 +782,7 @@ def check_pages(html_dir: str | os.PathLike, screenshot_dir: str | os.PathLike |
     with serve(html_dir) as site, headless_chromium(timeout) as driver:
         visits: dict[str, _Visit] = {}
         for page in pages:
-            visits[page] = _visit(driver, site, page, shots, timeout)
+            visits[page] = _visit(driver, site, page, shots, timeout, html_dir)
             logger.info("%s: %d problem(s)", page, len(visits[page].problems))
         problems = [p for page in pages for p in visits[page].problems]
         problems += _icon_problems(site, visits)

@@ -37,6 +37,7 @@ from ctac_helpers.publish import plots
 from ctac_helpers.results import outcomes
 from ctac_helpers.stats import survival
 from ctac_helpers.cohort.tables import ordinal
+from ctac_helpers.publish import fmt
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,8 @@ CT_WINDOW = (-1000, 600)  # the window of plots.segmentation_overlay (chapter 2)
 NO_SCAN = "no CT scan"
 # Same colours as the SHAP waterfalls of Fig. 4: vermillion raises the risk, blue lowers it.
 RAISES, LOWERS = plots.OKABE_ITO[3], plots.OKABE_ITO[0]
+#: Height (inches) of one patient in :func:`patient_figure` (slices above, SHAP bars and text below).
+PATIENT_HEIGHT = 6.6
 
 
 def _model_order(available) -> list[str]:
@@ -347,9 +350,11 @@ def patient_figure(record: Mapping, images: Mapping | None = None, *, z: int | N
     Returns
     -------
     Figure or SubFigure
-        Four panels with a scan (axial, coronal, SHAP bars, text), three without (a "no CT scan"
-        panel in place of the two slices). The segmentation is coloured as in chapter 2; the top
-        structures are outlined in their bar's colour (vermillion raises the risk, blue lowers it).
+        Four panels with a scan (axial and coronal above, SHAP bars and text below), three without (a
+        "no CT scan" panel in place of the two slices); as wide as the book's page
+        (:data:`ctac_helpers.publish.plots.PAGE_WIDTH`), its text at least :data:`ctac_helpers.publish.plots.SMALL` points.
+        The segmentation is coloured as in chapter 2; the top structures are outlined in their bar's colour
+        (vermillion raises the risk, blue lowers it).
 
     Raises
     ------
@@ -357,8 +362,8 @@ def patient_figure(record: Mapping, images: Mapping | None = None, *, z: int | N
         ``z`` outside the scan.
     """
     if fig is None:
-        fig = plt.figure(figsize=(13, 3.6), layout="constrained")
-    gs = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1.25, 1.1])
+        fig = plt.figure(figsize=(plots.PAGE_WIDTH, PATIENT_HEIGHT), layout="constrained")
+    gs = fig.add_gridspec(2, 2, height_ratios=[1, 1.05], width_ratios=[1, 1])
     shap = record["shap"]
     if record["scan"] is not None and images is None:
         images = load_scan(record["scan"])
@@ -375,29 +380,30 @@ def patient_figure(record: Mapping, images: Mapping | None = None, *, z: int | N
         ax_ax.imshow(ct[z], **window, aspect=sy / sx)
         ax_ax.imshow(plots.label_colours(lab[z]), aspect=sy / sx, interpolation="nearest")
         _outline(ax_ax, lab[z], shap, ids)
-        ax_ax.set_title(f"{record['scan']['scan_id']}: axial slice {z}", fontsize=8)
+        ax_ax.set_title(f"{record['scan']['scan_id']}: axial slice {z}", fontsize=plots.SMALL)
         # coronal: flipped so that the head is at the top (axis 0 runs feet to head), as in chapter 2
         cor_ct, cor_lab = ct[::-1, yc, :], lab[::-1, yc, :]
         ax_co.imshow(cor_ct, **window, aspect=sz / sx)
         ax_co.imshow(plots.label_colours(cor_lab), aspect=sz / sx, interpolation="nearest")
         _outline(ax_co, cor_lab, shap, ids)
         ax_co.axhline(ct.shape[0] - 1 - z, color="white", lw=0.8, ls="--")
-        ax_co.set_title(f"coronal slice {yc} (dashed: axial slice)", fontsize=8)
+        ax_co.set_title(f"coronal slice {yc} (dashed: axial slice)", fontsize=plots.SMALL)
         for ax, shape in ((ax_ax, ct[z].shape), (ax_co, cor_ct.shape)):
             # contour() autoscales to pixel centres; restore the image's full extent
             ax.set_xlim(-0.5, shape[1] - 0.5)
             ax.set_ylim(shape[0] - 0.5, -0.5)
             ax.set_axis_off()
     else:
-        ax_na = fig.add_subplot(gs[0, :2])
+        ax_na = fig.add_subplot(gs[0, :])
         ax_na.set_axis_off()
-        ax_na.set_title(NO_SCAN, fontsize=8)
+        ax_na.set_title(NO_SCAN, fontsize=plots.SMALL)
         ax_na.text(0.5, 0.5, f"{NO_SCAN} in this run for this patient:\nCT images exist only for the "
-                             "patients imaged in chapter 2", ha="center", va="center", fontsize=9, color="0.3",
+                             "patients imaged in chapter 2", ha="center", va="center", fontsize=plots.SMALL + 1,
+                   color="0.3",
                    transform=ax_na.transAxes, wrap=True)
-    _shap_bars(fig.add_subplot(gs[0, 2]), record)
-    _text_panel(fig.add_subplot(gs[0, 3]), record)
-    fig.suptitle(f"Patient {record['patient_id']}", fontsize=10)
+    _shap_bars(fig.add_subplot(gs[1, 0]), record)
+    _text_panel(fig.add_subplot(gs[1, 1]), record)
+    fig.suptitle(f"Patient {record['patient_id']}", fontsize=10.5)
     return fig
 
 
@@ -406,21 +412,21 @@ def _shap_bars(ax, record: Mapping) -> None:
     label = _label(record["shap_model"])
     if not len(shap):
         ax.set_axis_off()
-        ax.set_title(f"{label}: no SHAP values", fontsize=8)
+        ax.set_title(f"{label}: no SHAP values", fontsize=plots.SMALL)
         return
     y = np.arange(len(shap))[::-1]  # largest |SHAP| at the top
     ax.barh(y, shap.to_numpy(float), color=[RAISES if v > 0 else LOWERS for v in shap], height=0.7)
     ax.axvline(0, color="0.4", lw=0.8)
-    ax.set_yticks(y, [str(s).replace("_", " ") for s in shap.index], fontsize=7)
+    ax.set_yticks(y, [str(s).replace("_", " ") for s in shap.index], fontsize=plots.SMALL)
     ax.xaxis.set_major_locator(MaxNLocator(4))  # tick labels of small values collide otherwise
-    ax.tick_params(axis="x", labelsize=7)
-    ax.set_xlabel("SHAP value (log-odds of death)", fontsize=7)
-    ax.set_title(f"{label}: top-{len(shap)} structures by |SHAP|", fontsize=8)
+    ax.tick_params(axis="x", labelsize=plots.SMALL)
+    ax.set_xlabel("SHAP value (log-odds of death)", fontsize=plots.SMALL)
+    ax.set_title(f"{label}: top-{len(shap)} structures by |SHAP|", fontsize=plots.SMALL)
 
 
 def _text_panel(ax, record: Mapping) -> None:
     ax.set_axis_off()
-    ax.set_title("Risk and outcome", fontsize=8)
+    ax.set_title("Risk and outcome", fontsize=plots.SMALL)
     c = record["clinical"]
     who = ", ".join(p for p in (f"{c['age']:.0f} y" if "age" in c and pd.notna(c["age"]) else "",
                                 str(c.get("sex", "") or "")) if p)
@@ -440,7 +446,7 @@ def _text_panel(ax, record: Mapping) -> None:
         lines += ["Other models (risk, percentile):"]
         lines += [f"  {r['label']}: {r['score']:.3f} ({ordinal(r['percentile'])})" for _, r in others.iterrows()]
     lines += ["", f"Outcome: {record['outcome']}"]
-    ax.text(0, 1, "\n".join(lines), ha="left", va="top", fontsize=7.5, transform=ax.transAxes)
+    ax.text(0, 1, "\n".join(lines), ha="left", va="top", fontsize=plots.SMALL, transform=ax.transAxes)
 
 
 def examples_figure(records: Sequence[Mapping], images: Sequence[Mapping | None] | None = None,
@@ -449,7 +455,7 @@ def examples_figure(records: Sequence[Mapping], images: Sequence[Mapping | None]
     if not records:
         raise ValueError("no example patients")
     images = list(images) if images is not None else [None] * len(records)
-    fig = plt.figure(figsize=(13, 3.6 * len(records)), layout="constrained")
+    fig = plt.figure(figsize=(plots.PAGE_WIDTH, PATIENT_HEIGHT * len(records) + 0.3), layout="constrained")
     subs = fig.subfigures(len(records), 1, squeeze=False)[:, 0]
     for sub, rec, img in zip(subs, records, images):
         patient_figure(rec, img, fig=sub)
@@ -535,7 +541,7 @@ class PatientExplorer:
         t = self.risks.loc[ids]
         imaged = set(self.imaged)
         score, pct = t[f"score__{self.class_model}"], t[f"percentile__{self.class_model}"]
-        return [(f"{pid} | risk {s:.2f} ({ordinal(p)}) | {'died' if d else 'alive'}"
+        return [(f"{pid} | risk {fmt.number(s, 'risk')} ({ordinal(p)}) | {'died' if d else 'alive'}"
                  + (" | CT" if pid in imaged else ""), pid)
                 for pid, s, p, d in zip(t.index, score, pct, t[OUTCOME])]
 

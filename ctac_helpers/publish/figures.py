@@ -34,6 +34,7 @@ import numbers
 import re
 from typing import Callable, Iterable, Mapping
 
+import numpy as np
 import pandas as pd
 
 from ctac_helpers.core.rundir import RunDir
@@ -112,7 +113,9 @@ def _format_value(value: object, precision: int, formatter: str | Callable | Non
         return na_rep
     if formatter is not None:
         return formatter(value) if callable(formatter) else formatter.format(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, (bool, numbers.Integral)):
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         return f"{value:.{precision}f}"
     return str(value)
 
@@ -121,8 +124,9 @@ def format_frame(df: pd.DataFrame, precision: int = 2, formats: Mapping[str, str
                  na_rep: str = "") -> pd.DataFrame:
     """Every cell of ``df`` as display text (the index is dropped).
 
-    Floats get ``precision`` decimals, missing values ``na_rep``, other values ``str``; ``formats`` maps
-    a column to a format string (``"{:,}"``) or a function of the value, applied to every cell of it.
+    Floats get ``precision`` decimals, booleans ``yes``/``no``, missing values ``na_rep``, other values
+    ``str``; ``formats`` maps a column to a format string (``"{:,}"``) or a function of the value, applied
+    to every cell of it.
     """
     formats = dict(formats or {})
     unknown = set(formats) - set(df.columns)
@@ -137,6 +141,8 @@ def markdown_table(df: pd.DataFrame, precision: int = 2, formats: Mapping[str, s
                    na_rep: str = "") -> str:
     """A pipe table of ``df`` (no index; numeric columns right-aligned), its cells escaped.
 
+    Underscores in the column names become spaces, so that headers read as words and can wrap.
+
     The space of a number pair such as the quartiles in ``65 (57, 73)`` becomes a no-break space, so that a
     narrow column wraps the cell before the parenthesis rather than inside it.
     """
@@ -145,7 +151,8 @@ def markdown_table(df: pd.DataFrame, precision: int = 2, formats: Mapping[str, s
     text = format_frame(df, precision, formats, na_rep)
     align = ["---:" if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) else "---"
              for c in df.columns]
-    rows = [[escape_markdown(c) for c in text.columns], align]
+    # a column's name is a header for people: "measured_volume_ml" reads, and wraps, as "measured volume ml"
+    rows = [[escape_markdown(c.replace("_", " ")) for c in text.columns], align]
     rows += [[escape_markdown(_NUMBER_PAIR.sub(",\u00a0", v)) for v in row] for row in text.itertuples(index=False)]
     return "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n"
 
@@ -255,3 +262,18 @@ def show_table(rd: RunDir, table_id: str, df: pd.DataFrame, caption: str, *, vie
             + _files_html([f"tables/{table_id}.csv"]))
     _display({"text/markdown": table_markdown(table_id, view, caption, precision, formats, na_rep),
               "text/html": page, "text/plain": text})
+
+
+def display_table(df: pd.DataFrame, precision: int = 2, formats: Mapping[str, str | Callable] | None = None,
+                  na_rep: str = "") -> None:
+    """Show ``df`` as a plain table (no number, no file): formatted as :func:`format_frame` formats it.
+
+    For the small tables a chapter shows beside its text (a summary, a preview), so that they read like the
+    numbered ones rather than like pandas' own output (``72.000000``, ``None``, ``True``).
+    """
+    shown = format_frame(df, precision, formats, na_rep)
+    # a {table} without a caption is not numbered; its class gives it the numbered tables' compact look
+    _display({"text/markdown": "```{table}\n:class: table-sm small\n\n" + markdown_table(df, precision, formats, na_rep)
+                               + "```\n",
+              "text/html": shown.to_html(index=False, escape=True),
+              "text/plain": shown.to_string(index=False)})

@@ -26,6 +26,7 @@ import pandas as pd
 
 from ctac_helpers.stats import delong
 from ctac_helpers.core import manifest
+from ctac_helpers.publish import fmt
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def interval_widths(run_dir: str | os.PathLike) -> pd.DataFrame:
     scale = math.sqrt(n_run / cohort["n"]) if math.isfinite(n_run) and n_run > 0 else math.nan
     rows = []
 
-    def add(kind, key, label, paper, book, spec, log):
+    def add(kind, key, label, paper, book, spec, log, number):
         p_est, p_lo, p_hi = (float(x) if x is not None else math.nan for x in paper)
         b_est, b_lo, b_hi = book
         if not _finite(p_lo, p_hi, b_lo, b_hi):
@@ -107,7 +108,9 @@ def interval_widths(run_dir: str | os.PathLike) -> pd.DataFrame:
         pw, bw = _width(p_lo, p_hi, log), _width(b_lo, b_hi, log)
         at_paper = bw * scale
         rows.append({"kind": kind, "key": key, "label": label, "paper": _ci_text(p_est, p_lo, p_hi, spec),
-                     "book": _ci_text(b_est, b_lo, b_hi, spec), "paper_width": pw, "book_width": bw,
+                     # the paper's as it prints them, the book's by the book's rounding rule (ctac_helpers.publish.fmt)
+                     "book": _ci_text(b_est, b_lo, b_hi, f".{fmt.DECIMALS[number]}f"),
+                     "paper_width": pw, "book_width": bw,
                      "book_width_at_paper_size": at_paper,
                      "ratio": pw / at_paper if at_paper > 0 else math.nan, "delong_width": math.nan})
 
@@ -117,7 +120,7 @@ def interval_widths(run_dir: str | os.PathLike) -> pd.DataFrame:
             printed = paper_auc.get(r.model)
             if isinstance(printed, (list, tuple)) and len(printed) == 3:
                 add("AUC", r.model, f"AUC, {_AUC_LABELS.get(r.model, r.model)}", printed,
-                    (r.auc, r.ci_low, r.ci_high), ".2f", False)
+                    (r.auc, r.ci_low, r.ci_high), ".2f", False, "auc")
         widths = _delong_widths(run_dir)
         for row in rows:
             row["delong_width"] = widths.get(row["key"], math.nan)
@@ -126,14 +129,14 @@ def interval_widths(run_dir: str | os.PathLike) -> pd.DataFrame:
         for r in hr.itertuples(index=False):
             if r.covariate in paper_hr:
                 add("hazard ratio", r.covariate, f"Adjusted HR, {_HR_LABELS.get(r.covariate, r.covariate)}",
-                    paper_hr[r.covariate], (r.hr, r.ci_low, r.ci_high), ".2f", True)
+                    paper_hr[r.covariate], (r.hr, r.ci_low, r.ci_high), ".2f", True, "hr")
     if nri is not None:
         paper_nri = manifest.paper_entry("nri").get("values") or {}
         for r in nri.itertuples(index=False):
             component = str(r.component).removeprefix("nri_")
             if component in paper_nri:
                 add("NRI", component, f"NRI at 2 years, {component.replace('nonevents', 'non-events')} (%)",
-                    paper_nri[component], (r.estimate_pct, r.ci_low_pct, r.ci_high_pct), ".1f", False)
+                    paper_nri[component], (r.estimate_pct, r.ci_low_pct, r.ci_high_pct), ".1f", False, "percent")
     out = pd.DataFrame.from_records(rows, columns=COLUMNS)
     logger.info("interval widths of %s: %d intervals", run_dir, len(out))
     return out

@@ -79,6 +79,7 @@ from ctac_helpers.definitions import format_p
 from ctac_helpers.core.stages import STAGES, execution_order
 from ctac_helpers.results.subgroups import PAPER_KEYS as _SUBGROUP_PAPER_KEYS
 from ctac_helpers.results.subgroups import SUBGROUPS
+from ctac_helpers.publish import fmt
 
 logger = logging.getLogger(__name__)
 
@@ -489,11 +490,9 @@ def _inside(key: str, item: str, quantity: str, paper: str, book: str, table: st
     return _row(key, item, quantity, paper, book, table, book_value - paper_value, math.nan, within, criterion)
 
 
-def _interval(estimate: float, low: float, high: float, fmt: str = ".2f") -> str:
-    text = format(estimate, fmt)
-    if math.isfinite(low) and math.isfinite(high):
-        text += f" ({format(low, fmt)}-{format(high, fmt)})"
-    return text
+def _interval(estimate: float, low: float, high: float, kind: str = "auc") -> str:
+    """The book's estimate and interval, rounded as on every page (:mod:`ctac_helpers.publish.fmt`)."""
+    return fmt.interval(estimate, low, high, kind, missing="n/a")
 
 
 def parse_p(text) -> tuple[str, float]:
@@ -668,7 +667,7 @@ def _cohort_rows(run_dir: Path, tol: dict) -> list[dict]:
         if c is None:
             continue
         book = _num(c["synthetic"])
-        text = f"{book:.{1 if unit else 2}f}{unit}"
+        text = fmt.number(book, "percent") + "%" if unit else fmt.number(book, "years")
         if source == "supp_table2" and supp2 is not None and (variable, group) in supp2.index:
             text = f"{_num(supp2.loc[(variable, group), 'n']):,.0f} ({text})"  # the count beside the share
         rows.append(_absolute(key, key.split("/")[0], quantity, paper, text, "calibration", _num(c["paper"]), book,
@@ -873,7 +872,7 @@ def _nri_rows(run_dir: Path, tol: dict) -> list[dict]:
         component = r["component"].removeprefix("nri_")
         label = _NRI_LABELS.get(component, component)
         paper = f"{_num(r['paper_pct']):.1f}" + (f" ({r['paper_ci']})" if r["paper_ci"] else "")
-        book = _interval(_num(r["estimate_pct"]), _num(r["ci_low_pct"]), _num(r["ci_high_pct"]), ".1f")
+        book = _interval(_num(r["estimate_pct"]), _num(r["ci_low_pct"]), _num(r["ci_high_pct"]), "percent")
         printed = paper_values.get(component) or [None, None, None]
         low, high = (_num(x) for x in printed[1:3])
         rows.append(_inside(f"nri/{component}", "nri", f"NRI at 2 years, {label} (%)", paper, book, "nri",
@@ -890,7 +889,7 @@ def _supp_fig4_rows(run_dir: Path, tol: dict) -> list[dict]:
     for _, r in t[t["paper_hr"] != ""].iterrows():
         paper_hr = _num(r["paper_hr"])
         paper = f"{paper_hr:.2f}" + (f" ({r['paper_ci']})" if r["paper_ci"] else "")
-        book = _interval(_num(r["hr"]), _num(r["ci_low"]), _num(r["ci_high"]))
+        book = _interval(_num(r["hr"]), _num(r["ci_low"]), _num(r["ci_high"]), "hr")
         label = _HR_LABELS.get(r["covariate"], r["covariate"].replace("_", " "))
         printed = paper_values.get(r["covariate"]) or [None, None, None]
         low, high = (_num(x) for x in printed[1:3])

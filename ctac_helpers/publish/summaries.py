@@ -18,6 +18,7 @@ import pandas as pd
 
 from ctac_helpers.core import manifest
 from ctac_helpers.publish import scorecard as scorecard_mod
+from ctac_helpers.publish import fmt
 
 logger = logging.getLogger(__name__)
 
@@ -298,8 +299,8 @@ def models_text(table3: pd.DataFrame) -> str:
     t = table3.set_index("model")
     best = t["auc"].astype(float).idxmax()
     r = t.loc[best]
-    text = (f"In all patients the best model is **{r['label']}**, AUC {r['auc']:.2f} ({r['ci_low']:.2f}-"
-            f"{r['ci_high']:.2f})")
+    auc = fmt.interval(r["auc"], r["ci_low"], r["ci_high"], "auc")
+    text = f"In all patients the best model is **{r['label']}**, AUC {auc}"
     paper_best = t["paper_auc"].astype(float).idxmax() if t["paper_auc"].notna().any() else None
     if paper_best is not None:
         p = t.loc[paper_best]
@@ -308,9 +309,10 @@ def models_text(table3: pd.DataFrame) -> str:
     text += "."
     if "all" in t.index and best != "all":
         a = t.loc["all"]
-        text += f" The All model's AUC is {a['auc']:.2f} ({a['ci_low']:.2f}-{a['ci_high']:.2f})."
+        text += f" The All model's AUC is {fmt.interval(a['auc'], a['ci_low'], a['ci_high'], 'auc')}."
     ranked = t["auc"].astype(float).sort_values(ascending=False)
-    text += " The models in order of AUC: " + ", ".join(f"{t.loc[m, 'label']} {v:.2f}" for m, v in ranked.items()) + "."
+    text += " The models in order of AUC: " + ", ".join(f"{t.loc[m, 'label']} {fmt.auc(v)}"
+                                                        for m, v in ranked.items()) + "."
     return text
 
 
@@ -338,7 +340,7 @@ def subgroups_text(fig3_table: pd.DataFrame, alpha: float = 0.05) -> str:
         verdict = "differ significantly" if sig else "do not differ significantly"
         agree = "" if paper_sig is None else (", as in the paper" if paper_sig == sig else
                                               f", where the paper's {'do' if paper_sig else 'do not'}")
-        parts.append(f"by {comparison}, {a.subgroup} {a.auc:.2f} and {b.subgroup} {b.auc:.2f} {verdict} "
+        parts.append(f"by {comparison}, {a.subgroup} {fmt.auc(a.auc)} and {b.subgroup} {fmt.auc(b.auc)} {verdict} "
                      f"(p = {p:.3f}{agree})")
     if not parts:
         return "No subgroup pair could be compared on this run."

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -473,14 +474,26 @@ def _survival_frame(df: pd.DataFrame, duration_col: str, event_col: str, covaria
 
 
 def _fit_cox(data: pd.DataFrame, level: float, context: str) -> CoxPHFitter:
-    """A Cox model (Efron ties) of ``data``'s covariates, converged to :data:`COX_FIT_OPTIONS`."""
-    try:
-        return CoxPHFitter(alpha=1.0 - level).fit(data, duration_col="_duration", event_col="_event",
-                                                  fit_options=dict(COX_FIT_OPTIONS))
-    except ConvergenceError as err:
-        reason = str(err).split(". ")[0]  # lifelines appends a paragraph of generic tips
-        raise ValueError(f"{context}: the Cox model did not converge ({reason}); check for covariates that "
-                         "separate deaths from survivors") from err
+    """A Cox model (Efron ties) of ``data``'s covariates, converged to :data:`COX_FIT_OPTIONS`.
+
+    The warnings of the fit (numpy's overflow and scipy's ill-conditioned matrix on the way to a model
+    that does not converge, lifelines' notes on low-variance covariates) are logged with ``context``:
+    a failed fit is reported by the ValueError, a fit that converged despite them by a logged warning.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            cph = CoxPHFitter(alpha=1.0 - level).fit(data, duration_col="_duration", event_col="_event",
+                                                     fit_options=dict(COX_FIT_OPTIONS))
+        except ConvergenceError as err:
+            for w in caught:
+                logger.debug("%s: on the way to no convergence, %s: %s", context, w.category.__name__, w.message)
+            reason = str(err).split(". ")[0]  # lifelines appends a paragraph of generic tips
+            raise ValueError(f"{context}: the Cox model did not converge ({reason}); check for covariates that "
+                             "separate deaths from survivors") from err
+    for w in caught:
+        logger.warning("%s: %s: %s", context, w.category.__name__, " ".join(str(w.message).split())[:300])
+    return cph
 
 
 def _hr_rows(cph: CoxPHFitter, covariates: Sequence[str], level: float, report: bool = False) -> list[dict]:
