@@ -14,14 +14,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from ctac_helpers.publish.plots import OKABE_ITO
+from ctac_helpers.publish.plots import OKABE_ITO, PAGE_WIDTH
 
 __all__ = ["calibration_panels", "decision_panels", "learning_curve", "stability_panels"]
 
 _RAW, _RECAL = OKABE_ITO[0], OKABE_ITO[3]
 
 
-def calibration_panels(panels: Sequence[Mapping], title: str, ncols: int = 3):
+def calibration_panels(panels: Sequence[Mapping], title: str, ncols: int = 2):
     """One panel per model: binned and smoothed calibration of its risks, before and after recalibration.
 
     Parameters
@@ -38,7 +38,8 @@ def calibration_panels(panels: Sequence[Mapping], title: str, ncols: int = 3):
     """
     n = len(panels)
     nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 3.3 * nrows), squeeze=False)
+    # the page's width at most, so that 9-point text stays 9 points where the page shows it
+    fig, axes = plt.subplots(nrows, ncols, figsize=(PAGE_WIDTH, 3.3 * nrows + 0.8), squeeze=False)
     top = 0.0
     for p in panels:
         for key in ("smooth", "recalibrated"):
@@ -60,20 +61,20 @@ def calibration_panels(panels: Sequence[Mapping], title: str, ncols: int = 3):
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)
         ax.set_title(p["label"], fontsize=10)
-        ax.text(0.03, 0.97, p.get("note", ""), transform=ax.transAxes, va="top", fontsize=7.5)
+        ax.text(0.03, 0.97, p.get("note", ""), transform=ax.transAxes, va="top", fontsize=9)
         ax.set_xlabel("predicted risk")
         ax.set_ylabel("observed death rate")
     for ax in list(axes.flat)[n:]:
         ax.set_axis_off()
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, frameon=False, fontsize=8)
+    fig.legend(handles, labels, loc="lower center", ncol=2, frameon=False, fontsize=9)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.tight_layout(rect=(0, 0.08, 1, 0.96))
     return fig
 
 
 def decision_panels(panels: Sequence[Mapping], title: str):
-    """Decision curves side by side.
+    """Decision curves, one panel above the other.
 
     Parameters
     ----------
@@ -84,7 +85,7 @@ def decision_panels(panels: Sequence[Mapping], title: str):
     title : str
         The figure's title.
     """
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.3), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(PAGE_WIDTH, 4.4 * len(panels)), squeeze=False, sharex=True)
     styles = {"treat all": dict(color="0.35", ls="--", lw=1.2), "treat none": dict(color="0.0", ls="-", lw=0.9)}
     colours = iter(OKABE_ITO)
     colour_of: dict[str, str] = {}
@@ -112,10 +113,10 @@ def decision_panels(panels: Sequence[Mapping], title: str):
             ax.axvline(marker["at"], color=OKABE_ITO[4], lw=1.2, ls="-.", label=marker["label"])
         ax.set_ylim(min(bottom, 0.0) - 0.1 * span, top + 0.1 * span)
         ax.set_xlim(float(p["curves"]["threshold"].min()), float(p["curves"]["threshold"].max()))
-        ax.set_xlabel("threshold risk")
+        ax.set_ylabel("net benefit (deaths per patient)")
         ax.set_title(p["title"], fontsize=10)
-        ax.legend(frameon=False, fontsize=7.5, loc="upper right")
-    axes.flat[0].set_ylabel("net benefit (deaths per patient)")
+        ax.legend(frameon=False, fontsize=9, loc="upper right")
+    axes.flat[-1].set_xlabel("threshold risk")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     return fig
@@ -137,7 +138,7 @@ def stability_panels(models: pd.DataFrame, pairs: pd.DataFrame, repeats: pd.Data
     """
     wide = repeats[repeats["fraction"] == 1.0].pivot(index="seed", columns="model", values="auc")
     wide = wide.reindex(pd.unique(repeats["seed"]))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 0.42 * max(len(models), len(pairs)) + 1.8))
+    fig, axes = plt.subplots(2, 1, figsize=(PAGE_WIDTH, 0.42 * (len(models) + len(pairs)) + 3.0))
     for ax, table, value, draw in ((axes[0], models, "auc", lambda r: wide[r["model"]]),
                                    (axes[1], pairs, "difference", lambda r: wide[r["a"]] - wide[r["b"]])):
         ys = np.arange(len(table))[::-1]
@@ -156,9 +157,9 @@ def stability_panels(models: pd.DataFrame, pairs: pd.DataFrame, repeats: pd.Data
     axes[1].axvline(0, color="0.5", lw=0.8, ls=":")
     axes[1].set_xlabel("AUC difference")
     handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="lower center", ncol=4, frameon=False, fontsize=8)
+    fig.legend(handles, names, loc="lower center", ncol=2, frameon=False, fontsize=9)
     fig.suptitle(title, fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
 
@@ -172,17 +173,17 @@ def learning_curve(table: pd.DataFrame, labels: Mapping[str, str], title: str):
     labels : mapping
         Display name of each model, in drawing order.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = plt.subplots(figsize=(PAGE_WIDTH, 4.2))
     for colour, (model, label) in zip(OKABE_ITO, labels.items()):
         t = table[table["model"] == model].sort_values("n_train")
         ax.plot(t["n_train"], t["auc"], "o-", color=colour, label=label)
     ax.set_xscale("log")
     sizes = table.groupby("n_train")["deaths_train"].first().sort_index()
-    ax.set_xticks(sizes.index, [f"{n:,.0f}\n({d:,.0f} deaths)" for n, d in sizes.items()], fontsize=8)
+    ax.set_xticks(sizes.index, [f"{n:,.0f}\n({d:,.0f} deaths)" for n, d in sizes.items()], fontsize=9)
     ax.minorticks_off()
     ax.set_xlabel("training patients of each fold model")
     ax.set_ylabel("out-of-fold AUC")
-    ax.legend(frameon=False, fontsize=8)
+    ax.legend(frameon=False, fontsize=9)
     ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return fig
