@@ -331,7 +331,7 @@ def test_code_hash_is_deterministic_and_sees_changes(tmp_path):
 NOISY = (
     'run_dir: str = "runs/x"  # run directory',
     "import logging, os, warnings\n"
-    "from ctac_helpers import batch\n"
+    "from ctac_helpers.pipeline import batch\n"
     "from ctac_helpers.core.rundir import RunDir\n\n"
     "rd = RunDir(run_dir)\n"
     "res = batch.run_batch(dict, [{'scan_id': f's{i}'} for i in range(3)], rd.root / 'work', key='k', n_workers=1,\n"
