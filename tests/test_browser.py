@@ -7,6 +7,7 @@ tests fail with a message saying what to install.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib
@@ -118,6 +119,13 @@ def faulty_site(tmp_path_factory) -> Path:
         "js_error.html": _page("js", '<p>text</p><script>console.error("boom in the console");'
                                      ' undefinedFunction();</script>'),
         "_static/skipped.html": _page("asset", "<script>undefinedFunction();</script>"),
+        # a section with only a subsection is not empty; one with a heading alone is
+        "empty_section.html": _page("sections", _article(
+            '<section id="a"><h2>Calibration</h2></section>'
+            '<section id="b"><h2>Filled</h2><section id="c"><h3>Sub</h3><p>text</p></section></section>')),
+        # the builder's folder in a page and in a notebook a reader downloads
+        "leaky_path.html": _page("path", f"<p>run_dir = '{root}/runs/quick'</p>"),
+        "_sources/notebooks/leaky.ipynb": json.dumps({"cells": [{"source": [f"run_dir = '{root}/runs/quick'"]}]}),
     })
 
 
@@ -151,8 +159,8 @@ def test_missing_chromium_says_what_to_install(faulty_site, monkeypatch):
 
 def test_list_pages_skips_sphinx_asset_folders(faulty_site):
     assert browser.list_pages(faulty_site) == [
-        "broken_image.html", "broken_link.html", "chapter.html", "index.html", "js_error.html",
-        "missing_anchor.html", "noisy_outputs.html", "other/target.html", "small_figure_text.html",
+        "broken_image.html", "broken_link.html", "chapter.html", "empty_section.html", "index.html", "js_error.html",
+        "leaky_path.html", "missing_anchor.html", "noisy_outputs.html", "other/target.html", "small_figure_text.html",
         "wide_tables.html"]
     assert browser.screenshot_name("other/target.html") == "other__target.png"
 
@@ -169,7 +177,8 @@ def test_each_fault_is_found_on_its_page(faulty_check):
     problems, _ = faulty_check
     pages = _by_page(problems)
     assert set(pages) == {"broken_image.html", "broken_link.html", "missing_anchor.html", "js_error.html",
-                          "noisy_outputs.html", "wide_tables.html", "small_figure_text.html"}, problems
+                          "noisy_outputs.html", "wide_tables.html", "small_figure_text.html", "empty_section.html",
+                          "leaky_path.html", "_sources/notebooks/leaky.ipynb"}, problems
 
     [image] = pages["broken_image.html"]  # reported once, as an image (not again as a failed request)
     assert (image.kind, image.target) == ("image", "img/missing.png")
@@ -189,6 +198,23 @@ def test_each_fault_is_found_on_its_page(faulty_check):
     assert any("undefinedFunction is not defined" in p.detail for p in js if p.kind == "javascript")
     assert any("boom in the console" in p.detail for p in js if p.kind == "console")
     assert all(str(p).startswith(f"{p.page}: {p.kind}") for p in problems)
+
+
+def test_an_empty_section_is_found(faulty_check):
+    problems, _ = faulty_check
+    [empty] = _by_page(problems)["empty_section.html"]
+    assert (empty.kind, empty.detail) == ("section", "the section 'Calibration' has a heading and nothing under it")
+
+
+def test_an_absolute_path_of_the_builder_in_a_page_or_a_download(faulty_site, faulty_check):
+    problems, _ = faulty_check
+    pages = _by_page(problems)
+    for where in ("leaky_path.html", "_sources/notebooks/leaky.ipynb"):
+        [leak] = pages[where]
+        assert (leak.kind, leak.target) == ("path", str(faulty_site))
+    # a folder named by the caller is found too; a relative one, or the root, is no path to look for
+    assert browser.path_problems(faulty_site, [faulty_site / "runs", "runs", "/"])[0].target == str(faulty_site / "runs")
+    assert browser.path_problems(faulty_site, ["runs/quick", "/"]) == []
 
 
 def test_progress_bars_warnings_and_log_records_in_outputs(faulty_check):
@@ -340,7 +366,7 @@ def test_cli_check_html(faulty_site, tmp_path, capsys):
     assert rc == 1
     assert "broken_image.html: image img/missing.png: did not load" in out
     assert "book/scorecard.html: scorecard: the scorecard page does not exist" in out
-    assert out.rstrip().endswith(f"problem(s) on 8 of 10 pages of {faulty_site}; screenshots in "
+    assert out.rstrip().endswith(f"problem(s) on 11 of 12 pages of {faulty_site}; screenshots in "
                                  f"{run_dir / 'screenshots'}")
     assert sorted(p.name for p in (run_dir / "screenshots").iterdir()) == sorted(
         browser.screenshot_name(p) for p in browser.list_pages(faulty_site))

@@ -276,7 +276,9 @@ def _cmd_check_html(args: argparse.Namespace) -> int:
     for old in shots.glob("*.png"):  # of an earlier check: one screenshot per page of this book
         old.unlink()
     pages = browser_mod.list_pages(html) if html.is_dir() else []
-    problems = browser_mod.check_pages(html, shots, scorecard=browser_mod.SCORECARD_PAGE)
+    # no page or download may name the folders of this machine: the repository, the run directory
+    problems = browser_mod.check_pages(html, shots, scorecard=browser_mod.SCORECARD_PAGE,
+                                       forbidden=[book_mod.REPO_ROOT, run_dir.resolve()])
     lines = [str(p) for p in problems]
     if problems:
         lines.append(f"{len(problems)} problem(s) on {len({p.page for p in problems})} of {len(pages)} pages "

@@ -18,6 +18,11 @@ Debian's ``chromium`` (``--headless --no-sandbox --disable-gpu``) through Seleni
   table cells as pandas prints them (``72.000000``, ``None``, ``NaN``);
 * ``table``: a table wider than the text column (or than the box that holds it), so that some of it is
   cut off or needs scrolling sideways, at the window's width (:data:`WINDOW_SIZE`);
+* ``section``: a section with a heading and nothing under it (no text, table, figure or subsection);
+* ``path``: an absolute path of the machine that built the book (the repository, the run directory,
+  the build folder: :func:`check_pages`'s ``forbidden``) in a page's HTML or in a file a reader can
+  download (``_sources/``, ``_downloads/``): such a path names the builder's folders and ties a
+  downloaded notebook to them;
 * ``figure``: a figure whose smallest text, at the width the page shows the image, is under
   :data:`ctac_helpers.core.figtext.MIN_POINTS` points (read from the record in the PNG, see
   :mod:`ctac_helpers.core.figtext`);
@@ -47,7 +52,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -359,8 +364,18 @@ for (const t of document.querySelectorAll('table')) {
 const outputs = Array.from(document.querySelectorAll('.cell_output > *'), e => ({
   stderr: e.classList.contains('stderr'), text: e.innerText || ''}));
 const cells = Array.from(document.querySelectorAll('.cell_output td'), c => c.innerText.trim());
-return {tables: tables, outputs: outputs, cells: cells, page: document.documentElement.scrollWidth,
-        window: document.documentElement.clientWidth};
+// a section whose children, its heading aside, show nothing: no text, image, table or figure
+const filled = e => (e.innerText || '').trim() !== '' || e.matches('img, table, svg, figure, iframe, video, canvas')
+                    || e.querySelector('img, table, svg, figure, iframe, video, canvas') !== null;
+const empty = [];
+for (const s of document.querySelectorAll('section')) {
+  const heading = s.querySelector(':scope > h1, :scope > h2, :scope > h3, :scope > h4, :scope > h5, :scope > h6');
+  if (!heading) continue;
+  const rest = Array.from(s.children).filter(c => c !== heading);
+  if (!rest.some(filled)) empty.push(heading.innerText.replace(/#$/, '').trim());
+}
+return {tables: tables, outputs: outputs, cells: cells, empty_sections: empty,
+        page: document.documentElement.scrollWidth, window: document.documentElement.clientWidth};
 """
 # Text of a notebook output that has no place on a page: progress bars (tqdm's "42%|####  | 5/12 [00:03<00:04,
 # 1.9it/s]"), warnings ("FutureWarning: ..."), log records ("WARNING: ...", "INFO:root:...") and tracebacks.
@@ -406,6 +421,8 @@ def _layout_problems(page: str, state: dict) -> list[PageProblem]:
             problems.append(PageProblem(page, "table", "", f"{name} is {t['width']:.0f} px wide, wider than "
                                                            f"{t['box']} ({t['avail']:.0f} px) at a {WINDOW_SIZE[0]} "
                                                            "px window: part of it is cut off"))
+    for heading in state.get("empty_sections", []):
+        problems.append(PageProblem(page, "section", "", f"the section {heading!r} has a heading and nothing under it"))
     if state["page"] > state["window"] + _LAYOUT_SLACK:
         problems.append(PageProblem(page, "page", "", f"the page is {state['page']} px wide, wider than the "
                                                       f"{state['window']} px window"))
@@ -436,6 +453,48 @@ def _figure_problems(page: str, site: LocalSite, html_dir: Path, images: list[di
                                         f"({record['points']:g} pt in a {png_width} px image at {dpi:.0f} dpi, "
                                         f"shown {image['shown']:.0f} px wide); the least is "
                                         f"{figtext.MIN_POINTS:g} pt"))
+    return problems
+
+
+#: Folders of the built book whose files a reader downloads (besides the pages themselves).
+DOWNLOAD_DIRS = ("_sources", "_downloads")
+
+
+def path_problems(html_dir: str | os.PathLike, forbidden: Sequence[str | os.PathLike]) -> list[PageProblem]:
+    """Pages and downloadable files of a built book that hold an absolute path of ``forbidden``.
+
+    Every ``*.html`` file and every file under :data:`DOWNLOAD_DIRS` is read as text (undecodable
+    bytes ignored) and searched for each path, as written and as the HTML escapes it.
+
+    Parameters
+    ----------
+    html_dir : path-like
+        The built book (``_build/html``).
+    forbidden : sequence of path-like
+        Absolute folders of the building machine (the repository, the run directory, the build
+        folder); the filesystem root and relative paths are ignored.
+
+    Returns
+    -------
+    list of PageProblem
+        One ``path`` problem per file and folder found, named by the file relative to ``html_dir``.
+    """
+    html_dir = Path(html_dir)
+    needles = sorted({str(Path(f)) for f in forbidden if Path(f).is_absolute() and str(Path(f)) != "/"},
+                     key=len, reverse=True)
+    if not needles:
+        return []
+    files = [p for p in html_dir.rglob("*.html")]
+    files += [p for d in DOWNLOAD_DIRS for p in (html_dir / d).rglob("*") if p.is_file()]
+    problems = []
+    for path in sorted(set(files)):
+        text = path.read_bytes().decode("utf-8", errors="ignore")
+        rel = path.relative_to(html_dir).as_posix()
+        for needle in needles:
+            if needle in text or needle.replace("/", "&#x2F;") in text:
+                problems.append(PageProblem(rel, "path", needle, "holds an absolute path of the machine that "
+                                                                  "built the book"))
+                break  # a longer path found holds the shorter ones
     return problems
 
 
@@ -746,7 +805,8 @@ def check_scorecard(html_dir: str | os.PathLike, page: str = SCORECARD_PAGE,
 
 
 def check_pages(html_dir: str | os.PathLike, screenshot_dir: str | os.PathLike | None = None,
-                scorecard: str | None = None, timeout: float = 30.0) -> list[PageProblem]:
+                scorecard: str | None = None, timeout: float = 30.0,
+                forbidden: Sequence[str | os.PathLike] = ()) -> list[PageProblem]:
     """Open every page of a built book in headless Chromium and list its problems.
 
     Parameters
@@ -760,6 +820,9 @@ def check_pages(html_dir: str | os.PathLike, screenshot_dir: str | os.PathLike |
         checks of :func:`check_scorecard` on it.
     timeout : float
         Seconds a page (and its images) may take to load.
+    forbidden : sequence of path-like
+        Absolute folders of the building machine that no page or download may name
+        (:func:`path_problems`); the folder that holds ``_build`` is always among them.
 
     Returns
     -------
@@ -789,6 +852,8 @@ def check_pages(html_dir: str | os.PathLike, screenshot_dir: str | os.PathLike |
         problems += _link_problems(site, html_dir, visits)
         if scorecard is not None:
             problems += _scorecard_problems(driver, site, html_dir, scorecard, visits, timeout)
+    build_root = html_dir.parent.parent if html_dir.parent.name == "_build" else html_dir
+    problems += path_problems(html_dir, [*forbidden, build_root])
     logger.info("checked %d pages in %.1f s: %d problem(s)", len(pages), time.monotonic() - started,
                 len(problems))
     order = {page: i for i, page in enumerate(pages)}
