@@ -33,7 +33,7 @@ NOTEBOOKS = {
         "fail: bool = False  # raise on purpose\nskip_table: bool = False  # forget an output",
         "from ctac_helpers.core.rundir import RunDir\n\nrd = RunDir(run_dir)\ndf = rd.read_artifact(\"up\")\n"
         "df[\"y\"] = df[\"x\"] * scale\nrd.write_artifact(\"down\", df)\n"
-        "if fail:\n    raise ValueError(\"boom from down\")\nif not skip_table:\n    rd.write_table(\"down\", df)",
+        "if fail:\n    raise ValueError(f\"boom from down in {rd.root.resolve()}\")\nif not skip_table:\n    rd.write_table(\"down\", df)",
     ),
     "report.ipynb": (
         'run_dir: str = "runs/x"  # run directory',

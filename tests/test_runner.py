@@ -179,7 +179,11 @@ def test_failing_notebook_stops_the_run_and_keeps_upstream(finished, notebooks):
     down = record["stages"]["down"]
     assert down["status"] == "failed"
     assert down["executed"] == "executed/down.failed.ipynb"
-    assert down["error"]["ename"] == "ValueError" and down["error"]["evalue"] == "boom from down"
+    # the error names the run directory as published (runs/<name>), in run.json and in the failed notebook
+    assert down["error"]["ename"] == "ValueError" and down["error"]["evalue"] == f"boom from down in runs/{finished.name}"
+    assert str(finished.resolve()) in msg  # the terminal's message keeps the real path
+    assert str(finished.resolve()) not in (finished / "executed" / "down.failed.ipynb").read_text()
+    assert "injected-parameters" not in (finished / "executed" / "down.failed.ipynb").read_text()
     assert down["error"]["cell"] == 3
     assert down["last_good"]["outputs"] == before["stages"]["down"]["outputs"]
 

@@ -37,7 +37,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 __all__ = ["LOCATIONS_ENV", "RUNS_FOLDER", "run_label", "site_folder", "file_label", "publish_parameters",
-           "public_config", "locations_env", "resolve", "tidy_executed_notebook", "parameter_cell_source"]
+           "public_config", "locations_env", "resolve", "tidy_executed_notebook", "parameter_cell_source",
+           "redact_folders"]
 
 #: Environment variable holding ``{label: absolute path}`` while the runner executes a notebook.
 LOCATIONS_ENV = "CTAC_BOOK_LOCATIONS"
@@ -263,3 +264,28 @@ def tidy_executed_notebook(path: str | os.PathLike, notebook: str, used: Mapping
         meta["output_path"] = f"executed/{notebook}"
         meta["parameters"] = dict(used)
     nbformat.write(nb, str(path))
+
+
+def redact_folders(text: str, folders: Mapping[str | os.PathLike, str]) -> str:
+    """``text`` with each absolute folder of ``folders`` replaced by its published name.
+
+    For what the runner records of a failure (an exception's message, a traceback in the failed
+    notebook): they name the files of the machine, which ``run.json`` must not publish.
+
+    Parameters
+    ----------
+    text : str
+        Any text.
+    folders : mapping
+        ``{absolute folder: name}``, e.g. the run directory -> ``runs/<name>``, the project root -> ``.``;
+        the longest folder is replaced first, so that a folder inside another keeps its own name.
+
+    Examples
+    --------
+    >>> redact_folders("No such file: /home/ann/study/runs/paper/x.csv", {"/home/ann/study/runs/paper": "runs/paper"})
+    'No such file: runs/paper/x.csv'
+    """
+    for folder, name in sorted(((str(f), n) for f, n in folders.items() if str(f) not in ("", "/")),
+                               key=lambda item: len(item[0]), reverse=True):
+        text = text.replace(folder, name)
+    return text

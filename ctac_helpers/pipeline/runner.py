@@ -535,8 +535,18 @@ def _execute(plan: _Plan, rd: RunDir, record: dict, kernel_name: str, results: l
                            f"declared outputs: {', '.join(missing)}")
         rec = _record_base(plan, started, t0)
         if error is not None:
+            # run.json and the failed notebook name the run directory, the project and a site's files by
+            # their published names, as a successful run does (the terminal's message keeps the real paths)
+            folders = {rd.root.resolve(): paths.run_label(rd.root), plan.notebook_path.parent.parent.resolve(): ".",
+                       **{location: label for label, location in plan.locations.items()}}
+            error = {k: paths.redact_folders(v, folders) if isinstance(v, str) else v for k, v in error.items()}
             failed.unlink(missing_ok=True)
             if tmp.is_file() and tmp.stat().st_size > 0:
+                try:
+                    paths.tidy_executed_notebook(tmp, nb_name, plan.passed)
+                except Exception:  # noqa: BLE001 - a notebook papermill could not finish writing: keep it as it is
+                    logger.debug("the failed notebook of %s could not be tidied", stage.name, exc_info=True)
+                tmp.write_text(paths.redact_folders(tmp.read_text(encoding="utf-8"), folders), encoding="utf-8")
                 apply_umask(tmp)
                 os.replace(tmp, failed)
             if good:
