@@ -148,8 +148,11 @@ def test_import_contracts_hold():
     assert importlinter_api.read_configuration(config)["contracts_options"]  # the contracts are there
     code = ("import sys; from importlinter.cli import lint_imports; "
             f"sys.exit(lint_imports(config_filename={config!r}, no_cache=True))")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    # UTF-8 whatever the locale (its report draws ticks and crosses; CI may run under the C locale)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          encoding="utf-8", errors="replace")
     assert done.returncode == 0, done.stdout + done.stderr
     assert re.search(r"Contracts: [1-9]\d* kept, 0 broken", done.stdout), done.stdout
 
