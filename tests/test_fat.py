@@ -143,3 +143,21 @@ def test_real_chest_ct_heart_derived_eat():
     given = fat.eat_from_image(ct, heart, peri)
     assert given["eat_region"] == "pericardium"
     assert given["eat_volume_ml"] == pytest.approx(out["eat_volume_ml"])
+
+
+def _views_of_temporaries(source: str) -> list[int]:
+    """Lines where ``GetArrayViewFromImage`` is given a call's result rather than a held image."""
+    import ast
+    return [node.lineno for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None))
+            == "GetArrayViewFromImage" and node.args and isinstance(node.args[0], ast.Call)]
+
+
+def test_no_array_view_of_a_temporary_image():
+    # A view does not keep its image alive: a view of a temporary reads a freed buffer, which
+    # passed here and gave another EAT volume on CI.
+    found = {str(p.relative_to(ROOT)): lines for p in sorted((ROOT / "ctac_helpers").rglob("*.py"))
+             if (lines := _views_of_temporaries(p.read_text(encoding="utf-8")))}
+    assert found == {}
+    assert _views_of_temporaries("a = sitk.GetArrayViewFromImage(on_grid(x, y))") == [1]
+    assert _views_of_temporaries("a = sitk.GetArrayViewFromImage(image)") == []

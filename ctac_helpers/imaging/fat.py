@@ -168,12 +168,14 @@ def eat_from_image(ct_image: sitk.Image, labels_image: sitk.Image, pericardium_i
     ct = sitk.GetArrayViewFromImage(ct_image)
     spacing = ct_image.GetSpacing()
     if pericardium_image is not None:
-        arr = sitk.GetArrayViewFromImage(on_grid(pericardium_image, ct_image))
+        # A copy, not a view: a view does not keep the resampled image alive, and reading it after
+        # the image is collected gives whatever the freed buffer holds.
+        arr = sitk.GetArrayFromImage(on_grid(pericardium_image, ct_image))
         region = arr != 0 if pericardium_label is None else arr == int(pericardium_label)
         source = "pericardium"
     else:
         heart_label = manifest.structure_id("heart") if heart_label is None else int(heart_label)
-        labels = sitk.GetArrayViewFromImage(on_grid(labels_image, ct_image))
+        labels = sitk.GetArrayFromImage(on_grid(labels_image, ct_image))
         region = pericardium_from_heart(labels == heart_label, spacing, margin_mm)
         source = "heart_derived"
     out = epicardial_fat(ct, spacing, region, hu_range)
