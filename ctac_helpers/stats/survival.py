@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "COX_FIT_OPTIONS",
+    "COX_STEP_SIZES",
     "LogRankResult",
     "ThresholdMatch",
     "adjusted_hr_by_subgroup",
@@ -427,6 +428,11 @@ _COX_COLUMNS = ["covariate", "hr", "ci_low", "ci_high", "p", "n", "events"]
 #: options iterate until the Newton step is below about 1e-7 standard errors (the score equations hold
 #: to round-off), at least as tight as R.
 COX_FIT_OPTIONS = MappingProxyType({"precision": 1e-14, "r_precision": 1e-14, "max_steps": 500})
+#: Initial Newton step sizes tried in turn. lifelines starts at 0.95 of the Newton step; from the zero start
+#: a binary exposure with a large effect (the AI high-risk class, HR ~ 5) and an uncentred covariate (age)
+#: can overshoot into a region where exp(x'b) overflows and the fit stops with NaN. The log partial
+#: likelihood is concave, so a shorter first step reaches the same maximum (as R's step-halving does).
+COX_STEP_SIZES = (0.95, 0.5, 0.25)
 _NO_ESTIMATE = {"hr": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan}
 _ON_FAILURE = ("raise", "report")
 
@@ -480,20 +486,27 @@ def _fit_cox(data: pd.DataFrame, level: float, context: str) -> CoxPHFitter:
     that does not converge, lifelines' notes on low-variance covariates) are logged with ``context``:
     a failed fit is reported by the ValueError, a fit that converged despite them by a logged warning.
     """
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            cph = CoxPHFitter(alpha=1.0 - level).fit(data, duration_col="_duration", event_col="_event",
-                                                     fit_options=dict(COX_FIT_OPTIONS))
-        except ConvergenceError as err:
-            for w in caught:
-                logger.debug("%s: on the way to no convergence, %s: %s", context, w.category.__name__, w.message)
-            reason = str(err).split(". ")[0]  # lifelines appends a paragraph of generic tips
-            raise ValueError(f"{context}: the Cox model did not converge ({reason}); check for covariates that "
-                             "separate deaths from survivors") from err
-    for w in caught:
-        logger.warning("%s: %s: %s", context, w.category.__name__, " ".join(str(w.message).split())[:300])
-    return cph
+    for i, step in enumerate(COX_STEP_SIZES):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                cph = CoxPHFitter(alpha=1.0 - level).fit(data, duration_col="_duration", event_col="_event",
+                                                         fit_options={**COX_FIT_OPTIONS, "step_size": step})
+            except ConvergenceError as err:
+                for w in caught:
+                    logger.debug("%s: on the way to no convergence, %s: %s", context, w.category.__name__,
+                                 w.message)
+                reason = str(err).split(". ")[0]  # lifelines appends a paragraph of generic tips
+                if i + 1 < len(COX_STEP_SIZES):
+                    logger.info("%s: no convergence from step size %g (%s); trying %g", context, step, reason,
+                                COX_STEP_SIZES[i + 1])
+                    continue
+                raise ValueError(f"{context}: the Cox model did not converge ({reason}, from initial step sizes "
+                                 f"{', '.join(f'{s:g}' for s in COX_STEP_SIZES)}); check for covariates that "
+                                 "separate deaths from survivors") from err
+        for w in caught:
+            logger.warning("%s: %s: %s", context, w.category.__name__, " ".join(str(w.message).split())[:300])
+        return cph
 
 
 def _hr_rows(cph: CoxPHFitter, covariates: Sequence[str], level: float, report: bool = False) -> list[dict]:
