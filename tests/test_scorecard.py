@@ -667,3 +667,22 @@ def test_generator_fit_page():
     assert "`supp_table3/auc/all` | 2 of 2" not in page
     bare = sc.generator_fit_page({"constants": {"time_risk": 0.5}})
     assert "holds no fit record" in bare and "No held-out check is recorded" in bare
+
+
+def test_supp_table7_row_names_subgroups_without_an_estimate(run_dir):
+    _write(run_dir, "supp_table7", """
+subgroup,n,events,hr,ci_low,ci_high,p,dropped,note
+men,5745,398,5.8,4.5,7.4,1e-45,male,
+women,4735,253,,,,,male,the Cox model did not converge
+age >= 65,5341,461,4.96,3.98,6.19,1e-46,,
+""")
+    r = _key(sc.scorecard(run_dir), "supp_table7/min_hr")
+    assert r["within"] is False
+    assert r["book"] == "4.96 (age >= 65); 1 of 3 subgroups not estimated"
+    _write(run_dir, "supp_table7", """
+subgroup,n,events,hr,ci_low,ci_high,p,dropped,note
+men,5745,398,5.8,4.5,7.4,1e-45,male,
+women,4735,253,6.1,4.4,8.5,1e-27,male,
+""")
+    r = _key(sc.scorecard(run_dir), "supp_table7/min_hr")
+    assert r["within"] is True and r["book"] == "5.80 (men)"
