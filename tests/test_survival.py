@@ -581,3 +581,24 @@ def test_cox_fit_that_overshoots_from_the_default_step_still_converges():
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(sv, "COX_STEP_SIZES", (0.95,))
             sv.cox_multivariable(df, "followup_years", "death", ["ai_high_risk", "age"])
+
+
+def test_cox_fit_that_stops_away_from_the_maximum_is_refitted():
+    # 300 other patients of the same run: from lifelines' 0.95 step the univariate fit of the AI high-risk
+    # class reports convergence at a log-HR of -40 with a NaN standard error (the book printed HR 2e-29).
+    from pathlib import Path
+
+    df = pd.read_csv(Path(__file__).parent / "data" / "cox_false_convergence.csv")
+    cols = ["followup_years", "death", "ai_high_risk"]
+    bad = CoxPHFitter().fit(df[cols], "followup_years", "death", fit_options=dict(sv.COX_FIT_OPTIONS))
+    assert bad.params_["ai_high_risk"] < -20 and not np.isfinite(bad.standard_errors_["ai_high_risk"])
+    out = sv.cox_univariate(df, "followup_years", "death", ["ai_high_risk"]).iloc[0]
+    ref = CoxPHFitter().fit(df[cols], "followup_years", "death",
+                            fit_options={**sv.COX_FIT_OPTIONS, "step_size": 0.25})
+    assert out["hr"] == pytest.approx(float(np.exp(ref.params_["ai_high_risk"])), rel=1e-6)
+    assert 1.0 < out["hr"] and np.isfinite([out["ci_low"], out["ci_high"]]).all()
+    # from the default step alone the fit is refused, not reported
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sv, "COX_STEP_SIZES", (0.95,))
+        with pytest.raises(ValueError, match="stopped away from the maximum"):
+            sv.cox_univariate(df, "followup_years", "death", ["ai_high_risk"])

@@ -479,6 +479,20 @@ def _survival_frame(df: pd.DataFrame, duration_col: str, event_col: str, covaria
     return data
 
 
+def _check_maximum(cph: CoxPHFitter) -> None:
+    """ConvergenceError unless the fit stopped at a maximum of the partial likelihood.
+
+    An overshooting first step can leave lifelines "converged" where ``exp(x'b)`` overflowed: finite
+    coefficients (a hazard ratio of 1e-29), a log partial likelihood far below the null model's and
+    NaN standard errors. The maximum is at least as likely as ``b = 0`` and has a finite variance.
+    """
+    lr = float(cph.log_likelihood_ratio_test().test_statistic)
+    se = np.asarray(cph.standard_errors_, float)
+    if not (np.isfinite(lr) and lr >= -1e-6 and np.isfinite(se).all() and np.isfinite(cph.params_).all()):
+        raise ConvergenceError(f"stopped away from the maximum (likelihood-ratio statistic {lr:.4g} against the "
+                               f"null model, {int((~np.isfinite(se)).sum())} standard error(s) not finite)")
+
+
 def _fit_cox(data: pd.DataFrame, level: float, context: str) -> CoxPHFitter:
     """A Cox model (Efron ties) of ``data``'s covariates, converged to :data:`COX_FIT_OPTIONS`.
 
@@ -492,6 +506,7 @@ def _fit_cox(data: pd.DataFrame, level: float, context: str) -> CoxPHFitter:
             try:
                 cph = CoxPHFitter(alpha=1.0 - level).fit(data, duration_col="_duration", event_col="_event",
                                                          fit_options={**COX_FIT_OPTIONS, "step_size": step})
+                _check_maximum(cph)
             except ConvergenceError as err:
                 for w in caught:
                     logger.debug("%s: on the way to no convergence, %s: %s", context, w.category.__name__,
