@@ -175,3 +175,18 @@ def test_rest_tpd_leaves_the_reversible_share():
         assert (cohort["rest_tpd"] <= cohort["stress_tpd"] + 1e-9).all() and (cohort["rest_tpd"] >= 0).all()
     share = [((x["stress_tpd"] - x["rest_tpd"]) >= 10).mean() for x in (low, high)]
     assert share[0] < share[1]
+
+
+def test_margin_auc_is_the_auc_the_cell_distributions_give(full_cohort):
+    # The full cohort keeps each cell's distribution, so its AUC is the margins' up to sampling (and the
+    # anchored quantiles make it close).
+    from sklearn.metrics import roc_auc_score
+
+    y, tpd = full_cohort["death"].to_numpy(), full_cohort["stress_tpd"].to_numpy()
+    assert synth.margin_auc("stress_tpd") == pytest.approx(roc_auc_score(y, tpd), abs=0.01)
+    normal = tpd < 5
+    assert synth.margin_auc("stress_tpd", below=5) == pytest.approx(roc_auc_score(y[normal], tpd[normal]), abs=0.015)
+    # the normal range carries less of the deaths' excess than the whole range
+    assert synth.margin_auc("stress_tpd", below=5) < synth.margin_auc("stress_tpd") - 0.03
+    with pytest.raises(ValueError, match="unknown continuous variable 'sex'"):
+        synth.margin_auc("sex")
