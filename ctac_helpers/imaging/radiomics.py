@@ -454,7 +454,9 @@ def _shape(mask: np.ndarray, spacing_zyx: np.ndarray) -> dict[str, float]:
     physical -= np.mean(physical, axis=0)
     physical /= np.sqrt(n)
     covariance = np.dot(physical.T.copy(), physical)
-    eig = np.linalg.eigvals(covariance)
+    # eigvalsh, not PyRadiomics' eigvals: the covariance is symmetric, and eigvals returns complex values
+    # (imaginary parts ~1e-17) when two axes are equal, which float() then truncated with a warning
+    eig = np.linalg.eigvalsh(covariance)
     eig[(eig < 0) & (eig > -1e-10)] = 0  # machine-precision negatives of flat ROIs, as PyRadiomics
     eig.sort()
 
@@ -608,7 +610,9 @@ def pyradiomics_features(ct: sitk.Image, labels: sitk.Image, structures=None, fe
         except ValueError as exc:  # ROI refused by PyRadiomics' checkMask
             logger.warning("%s (label %d): PyRadiomics refused this ROI (%s); features are NaN", name, label, exc)
             continue
-        table.loc[name] = [float(result[f"original_{'firstorder' if f in FIRSTORDER else 'shape'}_{f}"])
+        # PyRadiomics' axis lengths come from eigvals and are complex (imaginary part ~1e-17) when two
+        # axes are equal: the real part is the value
+        table.loc[name] = [float(np.real(result[f"original_{'firstorder' if f in FIRSTORDER else 'shape'}_{f}"]))
                            for f in feats]
     return table
 
