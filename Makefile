@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Inside the venv, so deleting the venv also forgets that it was installed.
 STAMP := $(VENV)/.ctac-book-installed
 
-.PHONY: venv browser book book-quick test lab constraints clean
+.PHONY: venv browser book book-quick test lab bench bench-models constraints clean
 
 venv: $(STAMP)
 
@@ -41,6 +41,16 @@ LAB_PORT ?= 8888
 lab: venv
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ctac-book)"
 	JUPYTER_PREFER_ENV_PATH=1 $(BIN)/jupyter lab --port $(LAB_PORT) notebooks/
+
+# The whole paper profile from an empty run directory (and an empty phantom cache): each stage's time,
+# the total and the slowest cells. About as long as `make book`'s run.
+bench: venv
+	$(BIN)/python benchmarks/bench_book.py --profile paper
+
+# The models chapter's fitting against the same procedure as it was before issue 18 (procedure="reference")
+# and the authors' grid search, side by side in one run.
+bench-models: venv
+	$(BIN)/python benchmarks/bench_models.py
 
 # Headless Chromium and its WebDriver from Debian, for the browser test of the built book
 # (tests/test_browser.py). Installed with apt-get when absent: as root, else through sudo.

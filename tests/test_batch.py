@@ -97,6 +97,24 @@ def test_dask_local_cluster_gives_the_same_results(tmp_path):
     assert dask.failures.equals(local.failures)
 
 
+def test_one_local_cluster_serves_several_batches(tmp_path):
+    # a chapter starts one cluster and passes its address to each of its batches
+    def pid_local(item):
+        import os
+        return {"scan_id": item["scan_id"], "y": item["x"] ** 2, "pid": os.getpid()}
+
+    cluster = batch.local_cluster(2)
+    try:
+        runs = [batch.run_batch(pid_local, items(4), tmp_path / name, key="k", scheduler=cluster.scheduler_address,
+                                progress=False) for name in ("a", "b")]
+        workers = {w.pid for w in cluster.workers.values() if getattr(w, "pid", None)}
+    finally:
+        cluster.close()
+    assert [r["y"] for r in runs[0].results] == [r["y"] for r in runs[1].results] == [0, 1, 4, 9]
+    # both batches ran on the cluster's two worker processes, none started for the second batch
+    assert {r["pid"] for run in runs for r in run.results} <= workers and len(workers) == 2
+
+
 SCRIPT = textwrap.dedent("""
     import sys, time
     from ctac_helpers.pipeline import batch

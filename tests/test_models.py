@@ -192,6 +192,83 @@ def test_chosen_trees_refits_exactly_the_kept_trees(data, cv):
         models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, chosen_trees=True)
 
 
+def test_book_procedure_equals_the_reference_procedure(data):
+    # The reference is the procedure before issue 18; the book's evaluates per round only where early
+    # stopping needs it. Same folds, same choices, same trees, same scores: the AUCs agree exactly
+    # (well within the 0.002 that issue 18 allows), for the grid search and for the refit of
+    # reused choices on 32 radiomics features (Supplementary Table 10).
+    grid = {"colsample_bytree": [0.6, 1.0], "n_estimators": [40], "max_depth": [2, 3], "min_child_weight": [1]}
+    kw = dict(models=("eat", "ai_ctac", "ai_spect", "ai_hybrid", "all"), n_folds=4, seed=SEED, grid=grid,
+              early_stopping_rounds=5, params=FAST, keep_boosters=None, device="cpu")
+    book = models.cross_validate(data.cohort, data.ct_features, **kw)
+    ref = models.cross_validate(data.cohort, data.ct_features, procedure="reference", **kw)
+    assert book.config["procedure"] == "book" and ref.config["procedure"] == "reference"
+    pd.testing.assert_frame_equal(book.best_params, ref.best_params)
+    pd.testing.assert_frame_equal(book.predictions, ref.predictions)
+    pd.testing.assert_frame_equal(book.grid_results.drop(columns="wall_s"), ref.grid_results.drop(columns="wall_s"))
+    aucs = book.aucs().merge(ref.aucs(), on="model", suffixes=("_book", "_ref"))
+    assert len(aucs) == 7 and (aucs["auc_book"] - aucs["auc_ref"]).abs().max() <= 0.002
+    # more than one grid point is chosen across models and folds: the choice is exercised
+    assert book.best_params[["colsample_bytree", "max_depth"]].drop_duplicates().shape[0] > 1
+    wide = dict(kw, models=("all", "ai_ctac", "ai_hybrid"), comparators=(), radiomics_subset="all",
+                chosen=book.best_params, chosen_trees=True)
+    book32 = models.cross_validate(data.cohort, data.ct_features, **wide)
+    ref32 = models.cross_validate(data.cohort, data.ct_features, procedure="reference", **wide)
+    pd.testing.assert_frame_equal(book32.predictions, ref32.predictions)
+    pd.testing.assert_frame_equal(book32.best_params, ref32.best_params)
+    with pytest.raises(ValueError, match="allowed: book, reference"):
+        models.cross_validate(data.cohort, None, models=("eat",), procedure="fast")
+
+
+def test_book_procedure_evaluates_reused_trees_once(data, cv, monkeypatch):
+    # the saving itself: with a reused number of trees (nothing stops early) the book's procedure fits
+    # without a per-round evaluation set, the reference evaluates the validation part after every round
+    calls = []
+    train = xgb.train
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs.get("early_stopping_rounds"), len(kwargs.get("evals") or [])))
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(xgb, "train", spy)  # n_jobs=1: the folds run in this process
+    kw = dict(models=("eat", "ai_ctac"), n_folds=4, seed=SEED, grid=GRID, params=FAST, keep_boosters=None,
+              device="cpu", n_jobs=1, chosen=cv.best_params, chosen_trees=True)
+    book = models.cross_validate(data.cohort, data.ct_features, **kw)
+    assert len(calls) == 8 and all(c == (None, 0) for c in calls)
+    calls.clear()
+    ref = models.cross_validate(data.cohort, data.ct_features, procedure="reference", **kw)
+    assert len(calls) == 8 and all(c == (None, 1) for c in calls)
+    pd.testing.assert_frame_equal(book.predictions, ref.predictions)
+    pd.testing.assert_frame_equal(book.grid_results.drop(columns="wall_s"), ref.grid_results.drop(columns="wall_s"))
+    # with early stopping both evaluate every round: the grid search is the same work
+    calls.clear()
+    models.cross_validate(data.cohort, data.ct_features, models=("eat",), n_folds=4, seed=SEED, grid=GRID,
+                          early_stopping_rounds=5, params=FAST, keep_boosters=None, device="cpu", n_jobs=1)
+    assert calls and all(c == (5, 1) for c in calls)
+    assert (book.timings["data_cpu_s"] >= 0).all() and (book.timings["data_cpu_s"] <= book.timings["cpu_s"]).all()
+
+
+def test_record_traces_keeps_each_grid_points_rounds_and_test_scores(data, cv):
+    res = models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4,
+                                seed=SEED, grid=GRID, early_stopping_rounds=5, params=FAST,
+                                keep_boosters=None, device="cpu", record_traces=True)
+    assert cv.traces is None
+    pd.testing.assert_frame_equal(res.predictions, cv.predictions)
+    t = res.traces.merge(res.grid_results, on=["model", "fold", "grid_point"])
+    assert len(t) == len(res.grid_results)
+    # the trace covers every round fitted; its best round is the early-stopped model's last tree
+    assert (t["validation_auc_by_round"].map(len) == t["trees_fit"]).all()
+    assert (t["validation_auc_by_round"].map(np.argmax) + 1 == t["n_estimators"]).all()
+    # the chosen point's test scores are the fold's predictions
+    for _, b in res.best_params.iterrows():
+        point = res.grid_results[(res.grid_results["model"] == b["model"]) & (res.grid_results["fold"] == b["fold"])
+                                 & (res.grid_results["colsample_bytree"] == b["colsample_bytree"])]
+        trace = res.traces[(res.traces["model"] == b["model"]) & (res.traces["fold"] == b["fold"])
+                           & (res.traces["grid_point"] == point["grid_point"].iloc[0])]
+        pred = res.predictions[(res.predictions["model"] == b["model"]) & (res.predictions["fold"] == b["fold"])]
+        np.testing.assert_array_equal(trace["test_score"].iloc[0].astype(np.float64), pred["score"].to_numpy())
+
+
 def test_cross_validate_rejects_bad_arguments(data):
     with pytest.raises(ValueError, match="unknown model 'ctac'"):
         models.cross_validate(data.cohort, data.ct_features, models=("ctac",))

@@ -589,35 +589,60 @@ def ctac_phantom(params: Mapping | None = None, seed: int = 0, shape=CTAC_SHAPE,
     lesions = _place_lesions(b, an, tree, _rng(seed, 7))
 
     offset = float(p["hu_offset"])
-    # Truth that needs the noise-free image, taken before the noise goes in.
-    eat_mask = b.tis == T_EAT
-    eat_vals = b.hu[heart_box][eat_mask[heart_box]].astype(np.float64)
-    labelled = b.lab != 0  # most voxels are unlabelled: summing only the others is 3x faster
-    hu_sums = np.bincount(b.lab[labelled], weights=b.hu[labelled], minlength=256)
-    del labelled
     voxel_ml = sx * sy * sz / 1000.0
-    clean = np.clip(np.rint(b.hu + offset), -1024, 3071).astype(np.int16) if keep_clean else None
-
-    hu = b.hu
+    # Truth that needs the noise-free image, taken before the noise goes in. Epicardial and
+    # paracardial fat are painted only inside the heart's box: look for them there alone.
+    eat_mask = np.zeros(grid.shape, bool)
+    eat_mask[heart_box] = b.tis[heart_box] == T_EAT
+    eat_vals = b.hu[heart_box][eat_mask[heart_box]].astype(np.float64)
+    n_para = int(np.count_nonzero(b.tis[heart_box] == T_PARA))
     sigma = float(p["noise_hu"])
-    if sigma > 0:
-        noise = _rng(seed, 99).standard_normal(hu.shape, dtype=np.float32)
-        noise *= sigma
-        hu += noise
-        del noise
-    hu += offset
-    np.rint(hu, out=hu)
-    np.clip(hu, -1024, 3071, out=hu)
-    ct = hu.astype(np.int16)
+    ct, clean, counts, hu_sums = _finish(b.hu, b.lab, offset, sigma, _rng(seed, 99), keep_clean)
     b.hu = None
-    del hu
 
-    truth = _truth(b, p, grid, lesions, eat_mask, eat_vals, hu_sums, voxel_ml, offset)
+    truth = _truth(b, p, grid, lesions, eat_vals, counts, hu_sums, n_para, voxel_ml, offset)
     logger.info("phantom seed %d: %s, Agatston %.1f, EAT %.1f mL / %.1f HU, noise %.0f HU", seed, shape,
                 truth["agatston"], truth["eat_volume_ml"], truth["eat_density_hu"], sigma)
     return Phantom(ct=ct, labels=b.lab, pericardium=b.peri, coronary_region=b.creg, eat_mask=eat_mask,
                    spacing=(sx, sy, sz), origin=origin, truth=truth, lesions=lesions, params=p, seed=int(seed),
                    clean=clean)
+
+
+# z-slabs of about this many voxels: the finishing pass then works in the CPU's cache instead of
+# streaming the whole volume through memory once per operation.
+_SLAB_VOXELS = 1 << 20
+
+
+def _finish(hu: np.ndarray, lab: np.ndarray, offset: float, sigma: float, rng: np.random.Generator,
+            keep_clean: bool):
+    """Per-label voxel counts and noise-free HU sums, then the noisy int16 image, slab by slab.
+
+    ``hu`` (float32, noise-free, without the site offset) is overwritten. The noise is drawn slab
+    after slab from ``rng``: a Generator's normal draws do not depend on how they are split into
+    calls, so the image is the one a single draw for the whole volume gives.
+    """
+    nz = hu.shape[0]
+    step = max(1, _SLAB_VOXELS // max(1, hu[0].size))
+    ct = np.empty(hu.shape, np.int16)
+    clean = np.empty(hu.shape, np.int16) if keep_clean else None
+    counts = np.zeros(256, np.int64)
+    hu_sums = np.zeros(256, np.float64)
+    for z0 in range(0, nz, step):
+        h, lb = hu[z0:z0 + step], lab[z0:z0 + step]
+        counts += np.bincount(lb.ravel(), minlength=256)
+        labelled = lb != 0  # most voxels are unlabelled: summing only the others is faster
+        hu_sums += np.bincount(lb[labelled], weights=h[labelled], minlength=256)
+        if keep_clean:
+            clean[z0:z0 + step] = np.clip(np.rint(h + offset), -1024, 3071)
+        if sigma > 0:
+            noise = rng.standard_normal(h.shape, dtype=np.float32)
+            noise *= sigma
+            h += noise
+        h += offset
+        np.rint(h, out=h)
+        np.clip(h, -1024, 3071, out=h)
+        ct[z0:z0 + step] = h
+    return ct, clean, counts, hu_sums
 
 
 def _paint_body(b: _Builder, an: _Anatomy):
@@ -1122,9 +1147,8 @@ def _place_lesions(b: _Builder, an: _Anatomy, tree: _CoronaryTree, rng) -> pd.Da
 
 
 # -- truth ----------------------------------------------------------------------------------------
-def _truth(b: _Builder, p, grid, lesions, eat_mask, eat_vals, hu_sums, voxel_ml, offset) -> dict:
+def _truth(b: _Builder, p, grid, lesions, eat_vals, counts, hu_sums, n_para, voxel_ml, offset) -> dict:
     cmap = manifest.class_map()
-    counts = np.bincount(b.lab.ravel(), minlength=256)
     names = set(manifest.synthetic_structures().index) | {cmap[i] for i in np.flatnonzero(counts[1:]) + 1 if i in cmap}
     ids = {n: manifest.structure_id(n) for n in names}
     # the same definition of present / truncated / absent as the pipeline's
@@ -1150,8 +1174,8 @@ def _truth(b: _Builder, p, grid, lesions, eat_mask, eat_vals, hu_sums, voxel_ml,
         "eat_tissue_density_hu": eat_density - offset,
         "eat_n_voxels": n_eat,
         "eat_target_ml": float(p["eat_volume_ml"]),
-        "paracardial_fat_ml": float((b.tis == T_PARA).sum() * voxel_ml),
-        "pericardium_volume_ml": float(b.peri.sum() * voxel_ml),
+        "paracardial_fat_ml": float(n_para * voxel_ml),
+        "pericardium_volume_ml": float(np.count_nonzero(b.peri) * voxel_ml),
         "structures": structures,
         "fov_z_mm": [float(grid.z[0]), float(grid.z[-1])],
         "noise_hu": float(p["noise_hu"]),
@@ -1345,6 +1369,25 @@ def _jsonable(obj):
     if isinstance(obj, float) and math.isnan(obj):
         return None
     return obj
+
+
+def filled_parameters(params: Mapping | None) -> dict:
+    """The parameters a phantom is built with, as JSON values.
+
+    Parameters
+    ----------
+    params : mapping or None
+        Phantom parameters as :func:`ctac_phantom` takes them (any subset of :data:`DEFAULT_PARAMETERS`;
+        missing or NaN values take the reference patient's values).
+
+    Returns
+    -------
+    dict
+        Every key of :data:`DEFAULT_PARAMETERS` (and any other key given), with numpy scalars turned into
+        Python numbers: two mappings that build the same phantom give equal dicts (the phantom cache's
+        key, :mod:`ctac_helpers.imaging.phantom_cache`).
+    """
+    return _jsonable(_filled_params({} if params is None else params))
 
 
 def write_phantom(phantom: Phantom, directory, stem: str) -> dict[str, Path]:

@@ -39,6 +39,7 @@ from ctac_helpers.imaging import ingest
 from ctac_helpers.core import manifest
 from ctac_helpers.definitions import cac_category
 from ctac_helpers.imaging import phantom
+from ctac_helpers.imaging import phantom_cache
 from ctac_helpers.imaging import radiomics
 from ctac_helpers.imaging import segment
 
@@ -125,11 +126,17 @@ def _combine_on_ct_grid(folder: Path, out: Path) -> Path:
 
 # -- chapter 2: ingestion and segmentation ------------------------------------------------------------
 def phantom_task(item: Mapping, out_dir: str, shape: Sequence[int], spacing: Sequence[float]) -> dict:
-    """Generate one digital phantom from its parameters and write it (CT, labels, pericardium, truth)."""
+    """Generate one digital phantom from its parameters and write it (CT, labels, pericardium, truth).
+
+    A phantom built before with the same parameters, seed, grid and code (in any run directory) is
+    taken from the phantom cache instead (:mod:`ctac_helpers.imaging.phantom_cache`): the same bytes.
+    ``from_cache`` says which.
+    """
     params = dict(item["params"])
-    ph = phantom.ctac_phantom(params, seed=int(item["seed"]), shape=tuple(shape), spacing=tuple(spacing))
-    paths = phantom.write_phantom(ph, Path(out_dir) / str(item["scan_id"]), "phantom")
-    return {"scan_id": item["scan_id"], "patient_id": item["patient_id"], **{k: str(v) for k, v in paths.items()}}
+    paths, reused = phantom_cache.write_phantom_cached(params, int(item["seed"]), shape, spacing,
+                                                       Path(out_dir) / str(item["scan_id"]), "phantom")
+    return {"scan_id": item["scan_id"], "patient_id": item["patient_id"], **{k: str(v) for k, v in paths.items()},
+            "from_cache": reused}
 
 
 def make_phantom_task(out_dir, shape: Sequence[int], spacing: Sequence[float]):

@@ -249,15 +249,11 @@ def _execute(task, todo, record, scheduler, n_workers) -> None:
         for sid, it in todo:
             record(sid, *_call(task, it))
         return
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import Client, as_completed
 
     with contextlib.ExitStack() as stack:
         if scheduler is None:
-            n = n_workers or os.cpu_count() or 1
-            # one thread per process: the per-scan work is numpy/torch code that releases the GIL
-            # only in parts, and each process loads its own segmentation model once
-            cluster = stack.enter_context(LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None))
+            cluster = stack.enter_context(local_cluster(n_workers))
             client = stack.enter_context(Client(cluster))
         else:
             client = stack.enter_context(Client(scheduler))
@@ -271,3 +267,28 @@ def _execute(task, todo, record, scheduler, n_workers) -> None:
                 reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 status, payload = "failed", {"error": type(exc).__name__, "reason": reason}
             record(sid, status, payload)
+
+
+def local_cluster(n_workers: int | None = None):
+    """A Dask ``LocalCluster`` as :func:`run_batch` starts one: ``n_workers`` single-threaded processes.
+
+    A chapter that runs several batches can start one and pass its ``scheduler_address`` to each
+    (``run_batch(..., scheduler=cluster.scheduler_address)``): the worker processes then start, import
+    the package and load their segmentation model once for the chapter instead of once per batch.
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes, one thread each; None or 0: one per CPU.
+
+    Returns
+    -------
+    dask.distributed.LocalCluster
+        Started, without a dashboard. Close it (``cluster.close()``) when the chapter is done.
+    """
+    from dask.distributed import LocalCluster
+
+    n = n_workers or os.cpu_count() or 1
+    # one thread per process: the per-scan work is numpy/torch code that releases the GIL
+    # only in parts, and each process loads its own segmentation model once
+    return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
