@@ -667,6 +667,21 @@ def test_generator_fit_page():
     assert "`supp_table3/auc/all` | 2 of 2" not in page
     bare = sc.generator_fit_page({"constants": {"time_risk": 0.5}})
     assert "holds no fit record" in bare and "No held-out check is recorded" in bare
+    # the record's fingerprint of the generator, against today's
+    assert "names no fingerprint" in page
+    content["fit"]["fingerprint"] = "a" * 64
+    assert "```{warning}" not in sc.generator_fit_page(content, fingerprint="a" * 64)
+    changed = sc.generator_fit_page(content, fingerprint="b" * 64)
+    assert "The generator has changed since this fit" in changed and "names no fingerprint" not in changed
+
+
+def test_generator_fingerprint_follows_what_the_generator_produces():
+    from ctac_helpers.cohort import synth
+
+    c = synth.generator_constants()
+    same = synth.generator_fingerprint(c)
+    assert len(same) == 64 and synth.generator_fingerprint(c) == same
+    assert synth.generator_fingerprint(c.replace(age_modulation=c.age_modulation + 0.05)) != same
 
 
 def test_supp_table7_row_names_subgroups_without_an_estimate(run_dir):

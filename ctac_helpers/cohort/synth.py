@@ -982,6 +982,44 @@ def synthetic_dataset(n_patients: int = PAPER_N, seed: int = 20240101,
     return SyntheticDataset(cohort=cohort, ct_features=features, latent=latent)
 
 
+#: Size and seed of the small cohort whose values fingerprint the generator (:func:`generator_fingerprint`).
+FINGERPRINT_COHORT = (1000, 1)
+
+
+def _significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
+    """Values rounded to ``digits`` significant digits (zeros and non-finite values kept)."""
+    a = np.asarray(values, float)
+    out = a.copy()
+    ok = np.isfinite(a) & (a != 0)
+    scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(a[ok]))))
+    out[ok] = np.round(a[ok] * scale) / scale
+    return out
+
+
+def generator_fingerprint(constants: GeneratorConstants | None = None) -> str:
+    """A digest of what the generator produces with ``constants``: the SHA-256 of a small cohort.
+
+    The cohort and CT features of :data:`FINGERPRINT_COHORT` (numbers to six significant digits, so
+    that the last bit of a float does not count) are hashed. ``ctac-book calibrate`` records it with its
+    fit; when the generator's code or the data it reads change what it produces, the digest changes
+    and the fit page says that the fit was made with another generator. Notes and other text of the
+    data files do not move it.
+    """
+    import hashlib
+
+    n, seed = FINGERPRINT_COHORT
+    ds = synthetic_dataset(n, seed, generator_constants() if constants is None else constants)
+    digest = hashlib.sha256()
+    for frame in (ds.cohort, ds.ct_features):
+        for name in frame.columns:
+            col = frame[name]
+            values = _significant(col.to_numpy(float)) if pd.api.types.is_numeric_dtype(col) else col.astype(str).to_numpy()
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(values).tobytes() if values.dtype != object
+                          else "\x1f".join(values).encode())
+    return digest.hexdigest()
+
+
 def perfusion_status(tpd) -> np.ndarray:
     """``'normal'`` where stress TPD < 5%, else ``'abnormal'`` (the paper's definition)."""
     return np.where(np.asarray(tpd, float) < PERFUSION_THRESHOLD, "normal", "abnormal")

@@ -443,6 +443,8 @@ def calibrate(config: FitConfig = FitConfig(), start: synth.GeneratorConstants |
         "offsets": {k: _round(v) for k, v in offsets.items()},
         "proxy_evaluations": len(record),
         "seconds": round(time.perf_counter() - t0, 1),
+        # what the generator produced with these constants: the fit page tells when that has changed
+        "fingerprint": synth.generator_fingerprint(constants),
     }
     return {"version": 1, "constants": constants.as_dict(), "fit": fit}
 

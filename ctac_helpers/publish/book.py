@@ -30,6 +30,7 @@ import yaml
 
 from ctac_helpers.publish import architecture as architecture_mod
 from ctac_helpers.publish import intervals as intervals_mod
+from ctac_helpers.cohort import synth
 from ctac_helpers.core import manifest
 from ctac_helpers.publish import scorecard as scorecard_mod
 from ctac_helpers.publish import checklist
@@ -106,11 +107,14 @@ def write_generated_pages(run_dir: str | os.PathLike, src: str | os.PathLike,
     run_json = json.loads(run_json_path.read_text(encoding="utf-8")) if run_json_path.is_file() else {}
     names = None if docs is None else {_doc_name(d) for d in docs}
     table = scorecard_mod.scorecard(run_dir)
+    generator = manifest.generator_file()
+    # the generator's fingerprint today, only where the fit recorded one to compare it with (a few seconds)
+    fingerprint = synth.generator_fingerprint() if (generator.get("fit") or {}).get("fingerprint") else None
     pages = {
         "scorecard.md": scorecard_mod.scorecard_page(table, docs=names, page_dir="book"),
         "intervals.md": intervals_mod.intervals_page(intervals_mod.interval_widths(run_dir), docs=names,
                                                      page_dir="book"),
-        "generator_fit.md": scorecard_mod.generator_fit_page(manifest.generator_file(), table),
+        "generator_fit.md": scorecard_mod.generator_fit_page(generator, table, fingerprint),
         "status.md": scorecard_mod.status_page(run_json),
         "architecture.md": architecture_mod.architecture_page(docs=names),
         "tripod_ai.md": checklist.checklist_page(checklist.load_checklist(), docs=names, page_dir="book"),

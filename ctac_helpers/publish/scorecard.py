@@ -1255,7 +1255,8 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
     return "\n".join(parts)
 
 
-def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None) -> str:
+def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
+                       fingerprint: str | None = None) -> str:
     """The "Fitting the synthetic generator" page (MyST Markdown) of ``data_manifest/generator.yaml``.
 
     Parameters
@@ -1265,6 +1266,9 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None) -> s
         ``ctac-book calibrate`` writes (either may be absent).
     table : pandas.DataFrame, optional
         This run's :func:`scorecard`, to show the fitted rows beside the fit's record.
+    fingerprint : str, optional
+        :func:`ctac_helpers.cohort.synth.generator_fingerprint` of the file's constants with today's
+        generator; compared with the one the fit recorded.
 
     Returns
     -------
@@ -1310,6 +1314,18 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None) -> s
                   f"Method: {_cell(fit.get('method', ''))}. Cohort: {int(fit.get('n_patients', 0)):,} patients, "
                   f"seed {fit.get('seed', '')}. Proxy evaluations: {fit.get('proxy_evaluations', '')}; time: "
                   f"{float(fit.get('seconds', float('nan'))) / 60:.1f} minutes on the machine that ran it.", ""]
+        recorded = fit.get("fingerprint")
+        if not recorded:
+            parts += ["```{warning}", "The fit record names no fingerprint of the generator it was made with (it "
+                      "predates the record's `fingerprint`), so whether the generator has changed since cannot be "
+                      "told from the file. The values under *Book's procedure* are those of the fit, not of this "
+                      "build; this run's fitted rows are shown below. `ctac-book calibrate` writes a new record.",
+                      "```", ""]
+        elif fingerprint is not None and fingerprint != recorded:
+            parts += ["```{warning}", "The generator has changed since this fit: with the same constants it now "
+                      "produces other data than when they were fitted (its fingerprint differs). The values under "
+                      "*Book's procedure* are those of the earlier generator; this run's fitted rows are shown "
+                      "below. `ctac-book calibrate` refits the constants.", "```", ""]
         rows = []
         for t in fit.get("targets") or []:
             rows.append([f"`{_cell(t.get('key'))}`", _fmt(t.get("paper"), "g"), _fmt(t.get("proxy"), ".3f"),
