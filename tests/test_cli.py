@@ -67,6 +67,22 @@ def test_calibrate_refuses_inconsistent_options(capsys):
     assert "--heldout-seeds must be >= 0" in capsys.readouterr().err
 
 
+def test_calibrate_help_reads_the_fit_time_from_the_record(capsys, monkeypatch):
+    from ctac_helpers.core import manifest
+
+    seconds = manifest.generator_file()["fit"]["seconds"]
+    assert cli.main(["calibrate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"The last fit took {seconds / 60:.0f} minutes (fit.seconds in data_manifest/generator.yaml" in text
+    monkeypatch.setattr(manifest, "generator_file", lambda: {"fit": {"seconds": 2598.6}})
+    assert cli.main(["calibrate", "--help"]) == 0
+    assert "The last fit took 43 minutes" in " ".join(capsys.readouterr().out.split())
+    monkeypatch.setattr(manifest, "generator_file", lambda: {"constants": {}})
+    assert cli.main(["calibrate", "--help"]) == 0
+    assert "records no fit time yet; each held-out seed is one run of the paper profile" in \
+        " ".join(capsys.readouterr().out.split())
+
+
 def test_status_of_a_new_run_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert cli.main(["status", "--profile", "quick"]) == 0

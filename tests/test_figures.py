@@ -99,7 +99,12 @@ def test_one_rounding_rule_for_each_kind_of_number():
     assert fmt.interval(3.673, 2.069, 6.5196, "hr") == "3.67 (2.07-6.52)"
     assert fmt.interval(12.34, float("nan"), 20.0, "percent") == "12.3"
     assert fmt.number(None, "risk", missing="n/a") == "n/a" and fmt.number(0.61234, "risk") == "0.612"
-    with pytest.raises(ValueError, match="allowed: auc, risk, hr, percent, years"):
+    # a negative bound, or a signed difference, joins the bounds with "to": "-0.30--0.05" would misread
+    assert fmt.interval(-0.124, -0.301, -0.049, "coefficient") == "-0.12 (-0.30 to -0.05)"
+    assert fmt.interval(0.0123, -0.0051, 0.0297, "auc", signed=True) == "+0.012 (-0.005 to +0.030)"
+    assert fmt.number(0.0123, "auc", signed=True) == "+0.012" and fmt.number(-0.0123, "auc", signed=True) == "-0.012"
+    assert fmt.interval(float("nan"), 0.1, 0.2, "coefficient") == ""
+    with pytest.raises(ValueError, match="allowed: auc, risk, hr, coefficient, percent, years"):
         fmt.number(1.0, "odds")
 
 
@@ -287,3 +292,13 @@ def test_book_numbers_the_figure_and_table_and_links_their_files(tmp_path):
     references = (html_dir / "book" / "references.html").read_text(encoding="utf-8")
     assert "Holistic AI analysis of hybrid cardiac perfusion images" in references
     assert "TotalSegmentator" in references  # :all: lists every entry of references.bib
+
+
+def test_pipe_table_takes_markdown_cells_as_they_are():
+    assert figures.pipe_table(["a", "b"], [["**no**", "`x`"], ["1", ""]]).splitlines() == [
+        "| a | b |", "| --- | --- |", "| **no** | `x` |", "| 1 |  |"]
+    assert figures.pipe_table(["n"], [], align=["---:"]) == "| n |\n| ---: |"
+    with pytest.raises(ValueError, match="row 2 has 1 cells; the header has 2 columns"):
+        figures.pipe_table(["a", "b"], [["1", "2"], ["3"]])
+    with pytest.raises(ValueError, match="align has 1 cells"):
+        figures.pipe_table(["a", "b"], [], align=["---"])

@@ -517,7 +517,8 @@ def test_scorecard_page(run_dir):
         text = _section(page, heading)
         assert text.strip().startswith("```{table}\n:class: table-sm small")
         lines = [ln for ln in text.splitlines() if ln.startswith("| ")]
-        assert lines[0] == header and len(lines) == 1 + (table["group"] == group).sum()
+        assert lines[0] == header and lines[1] == "| --- | --- | --- | --- | --- | --- |"
+        assert len(lines) == 2 + (table["group"] == group).sum()
     lines = page.splitlines()
     row = next(ln for ln in lines if "| AUC, All, all patients |" in ln)
     assert row == ("| Supplementary Table 3 | AUC, All, all patients | 0.80 (0.74-0.87) | 0.781 (0.700-0.850) | "

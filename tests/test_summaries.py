@@ -3,7 +3,7 @@
 import pandas as pd
 
 from ctac_helpers.core import manifest
-from ctac_helpers.imaging import segment
+from ctac_helpers.imaging import structure_frequency
 from ctac_helpers.publish import scorecard as sc
 from ctac_helpers.publish import summaries
 
@@ -61,7 +61,7 @@ def _freq(rows, n):
     presence = pd.DataFrame([{"scan_id": f"s{i}", "structure": s, "status": status}
                              for s, statuses in rows.items() for i, status in enumerate(statuses)])
     assert all(len(v) == n for v in rows.values())
-    return segment.structure_frequency(presence)
+    return structure_frequency(presence)
 
 
 def test_selection_text_gives_each_difference_its_reason():

@@ -83,7 +83,7 @@ from scipy import ndimage, special
 
 from ctac_helpers.cohort import synth
 from ctac_helpers.core import manifest
-from ctac_helpers.imaging import segment
+from ctac_helpers.imaging import presence
 from ctac_helpers.definitions import cac_category
 from ctac_helpers.imaging.calcium import MIN_PIXELS, REFERENCE_THICKNESS_MM, agatston_weight
 from ctac_helpers.imaging.fat import FAT_HU_RANGE
@@ -1152,7 +1152,7 @@ def _truth(b: _Builder, p, grid, lesions, eat_vals, counts, hu_sums, n_para, vox
     names = set(manifest.synthetic_structures().index) | {cmap[i] for i in np.flatnonzero(counts[1:]) + 1 if i in cmap}
     ids = {n: manifest.structure_id(n) for n in names}
     # the same definition of present / truncated / absent as the pipeline's
-    status = segment.structure_status(b.lab, sorted(ids))
+    status = presence.structure_status(b.lab, sorted(ids))
     structures = {n: {"volume_ml": float(counts[i] * voxel_ml), "status": status[n],
                       "mean_hu": float(hu_sums[i] / counts[i]) + offset if counts[i] else float("nan")}
                   for n, i in sorted(ids.items())}

@@ -4,7 +4,7 @@ Each task takes one scan (a dict) and returns one record (a dict); :func:`ctac_h
 runs them resumably on Dask. The three chapters call them in order:
 
 * :func:`segmentation_task` (chapter 2): ingest the scan (``ingest``), segment it (``segment``),
-  record each structure's status (present / truncated / absent);
+  record each structure's status (present / truncated / absent, ``presence``);
 * :func:`cac_eat_task` (chapter 3): Agatston score (``calcium``) and epicardial fat (``fat``),
   or the site's own values where the manifest gives them, with their source;
 * :func:`radiomics_task` (chapter 4): the PyRadiomics features of the selected structures
@@ -40,6 +40,7 @@ from ctac_helpers.core import manifest
 from ctac_helpers.definitions import cac_category
 from ctac_helpers.imaging import phantom
 from ctac_helpers.imaging import phantom_cache
+from ctac_helpers.imaging import presence
 from ctac_helpers.imaging import radiomics
 from ctac_helpers.imaging import segment
 
@@ -72,7 +73,7 @@ def task_key(name: str, **params) -> str:
     h = hashlib.sha256()
     h.update(name.encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
-    for mod in (ingest, segment, calcium, fat, radiomics, phantom):
+    for mod in (ingest, segment, presence, calcium, fat, radiomics, phantom):
         h.update(Path(mod.__file__).read_bytes())
     h.update((manifest.MANIFEST_DIR / "scan_manifest.yaml").read_bytes())
     h.update((manifest.MANIFEST_DIR / "radiomics_features.yaml").read_bytes())
@@ -206,7 +207,7 @@ def _segment_scan(scan: Mapping, cache_dir: str, segmenter: str, options: Mappin
     for k in ("site", "protocol", "dataset", "cac_score", "eat_volume", "eat_density"):
         if k in scan:
             rec[f"manifest_{k}"] = scan[k]
-    status = segment.structure_status(labels)
+    status = presence.structure_status(labels)
     rec.update({f"{STATUS_PREFIX}{name}": s for name, s in status.items()})
     return rec
 

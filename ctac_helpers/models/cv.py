@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from ctac_helpers.core import manifest
+from ctac_helpers.models.dispatch import in_other_processes, run_tasks, worker_count
 from ctac_helpers.stats.delong import auc as _auc
 
 logger = logging.getLogger(__name__)
@@ -875,20 +876,12 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
                 traces=bool(record_traces))))
     # Widest models first, so that the last tasks to start are the short ones.
     tasks.sort(key=lambda t: -t[0])
-    n_workers = 1 if device == "cuda" else (os.cpu_count() or 1) if n_jobs == -1 else n_jobs
+    n_workers = worker_count(n_jobs, device)
     logger.info("cross_validate: %d models x %d folds, %d fits per fold, cap %d trees, %s, %s",
                 len(models), n_folds, 1 if chosen is not None else len(points), cap, device,
                 f"Dask scheduler {scheduler}" if scheduler else f"{n_workers} worker(s)")
-    if scheduler:
-        done = _on_dask(scheduler, [t[3] for t in tasks])
-    elif n_workers > 1 and len(tasks) > 1:
-        from joblib import Parallel, delayed
-
-        # Unordered, to log each task as it finishes; results are put back in order below.
-        done = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")(
-            delayed(_fit_fold)(**t[3]) for t in tasks)
-    else:
-        done = (_fit_fold(**t[3]) for t in tasks)
+    # In completion order, to log each task as it finishes; results are put back in order below.
+    done = run_tasks(_fit_fold, [t[3] for t in tasks], n_workers, scheduler)
     out = []
     for r in done:
         out.append(r)
@@ -916,7 +909,7 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
                           columns=["model", "fold", "grid_point", "validation_auc_by_round", "test_score"]) \
         if record_traces else None
     # Tasks in other processes report their own CPU time; this process's covers in-process tasks.
-    elsewhere = bool(scheduler) or (n_workers > 1 and len(tasks) > 1)
+    elsewhere = in_other_processes(n_workers, len(tasks), scheduler)
     cpu = time.process_time() - t_cpu + (timings["cpu_s"].sum() if elsewhere else 0.0)
     result = CVResult(
         predictions=predictions,
@@ -936,22 +929,6 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
                 "reused_trees": chosen_trees})
     logger.info("cross_validate: %.1f s wall, %.1f s CPU", result.wall_s, result.cpu_s)
     return result
-
-
-def _on_dask(scheduler: str, tasks: list[dict]) -> list[dict]:
-    """Run :func:`_fit_fold` tasks on an existing Dask cluster; results in completion order."""
-    from distributed import Client, as_completed
-
-    with Client(scheduler) as client:
-        matrices: dict[str, object] = {}
-        futures = []
-        for kw in tasks:
-            kw = dict(kw)
-            if kw["model"] not in matrices:  # one copy per model on the cluster, not one per fold
-                matrices[kw["model"]] = client.scatter(kw["X"])
-            kw["X"] = matrices[kw["model"]]
-            futures.append(client.submit(_fit_fold, pure=False, **kw))
-        return [f.result() for f in as_completed(futures)]
 
 
 def _chosen_trees(chosen: pd.DataFrame, model: str, fold: int) -> int:

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from ctac_helpers.models import cv as models_mod
+from ctac_helpers.models.dispatch import run_tasks, worker_count
 from ctac_helpers.stats.delong import auc as _auc
 
 logger = logging.getLogger(__name__)
@@ -270,18 +271,11 @@ def fixed_cv(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, choice: pd.
                     train=train, test=test, point=point, n_trees=int(chosen.at[m, "n_estimators"]), fixed=fixed,
                     fit_seed=models_mod.fold_seed(seed, k), nthread=threads_per_fit, device=device)))
     tasks.sort(key=lambda t: -t[0])  # the largest fits first, so that the last to start are short
-    n_workers = 1 if device == "cuda" else (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
+    n_workers = worker_count(n_jobs, device)
     logger.info("fixed_cv: %d models x %d (seed, share) x %d folds = %d fits, %d worker(s)", len(models),
                 len(plan), n_folds, len(tasks), n_workers)
-    if n_workers > 1 and len(tasks) > 1:
-        from joblib import Parallel, delayed
-
-        done = Parallel(n_jobs=n_workers, backend="loky", return_as="generator_unordered")(
-            delayed(_fit_fixed)(**t[1]) for t in tasks)
-    else:
-        done = (_fit_fixed(**t[1]) for t in tasks)
     results = []
-    for r in done:
+    for r in run_tasks(_fit_fixed, [t[1] for t in tasks], n_workers):
         results.append(r)
         logger.debug("%s seed %d share %.2f fold %d: %.1f s (%d/%d)", r["model"], r["seed"], r["fraction"],
                      r["fold"], r["wall_s"], len(results), len(tasks))

@@ -29,6 +29,7 @@ import traceback
 from pathlib import Path
 
 from ctac_helpers import __version__
+from ctac_helpers.core import manifest
 from ctac_helpers.publish import book as book_mod
 from ctac_helpers.publish import browser as browser_mod
 from ctac_helpers.core import rundir as rundir_mod
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "results listed under generator_targets in data_manifest/paper_values.yaml (a fast proxy, "
                     "then the book's own XGBoost procedure), and write data_manifest/generator.yaml. With "
                     "--heldout-seeds N, run the book on N other seeds and record how often each held-out "
-                    "scorecard row holds. About 25 minutes for the fit and 10 per held-out seed on two cores.")
+                    "scorecard row holds. " + _fit_time_text())
     p_cal.add_argument("--no-confirm", action="store_true",
                        help="the proxy fit only (minutes), without the book's procedure")
     p_cal.add_argument("--heldout-seeds", metavar="N", type=int, default=0,
@@ -150,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     p_cal.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p_cal.set_defaults(func=_cmd_calibrate, quiet=False)
     return parser
+
+
+def _fit_time_text() -> str:
+    """How long the last fit took, as ``generator.yaml`` records it (``fit.seconds``), for ``calibrate --help``."""
+    seconds = (manifest.generator_file().get("fit") or {}).get("seconds")
+    held_out = "; each held-out seed is one run of the paper profile."
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+        return "data_manifest/generator.yaml records no fit time yet" + held_out
+    return (f"The last fit took {seconds / 60:.0f} minutes (fit.seconds in data_manifest/generator.yaml, on the "
+            "machine that ran it)" + held_out)
 
 
 def _config_and_run_dir(args: argparse.Namespace) -> tuple[dict, Path]:
@@ -299,7 +310,6 @@ def format_status(rows: list) -> str:
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from ctac_helpers.pipeline import calibrate as generator_fit
-    from ctac_helpers.core import manifest
 
     if args.heldout_only and not args.heldout_seeds:
         raise ValueError("--heldout-only needs --heldout-seeds N (N >= 1)")

@@ -27,6 +27,7 @@ except ModuleNotFoundError:  # Python 3.10: Sphinx (Jupyter Book) brings the sam
 
 from ctac_helpers.core import manifest
 from ctac_helpers.core.stages import STAGES
+from ctac_helpers.publish.figures import pipe_table
 
 __all__ = ["PAPER_ID", "architecture_page", "helper_calls", "id_table", "layers", "paper_ids"]
 
@@ -299,11 +300,11 @@ def architecture_page(notebooks_dir: str | Path = REPO_ROOT / "notebooks", docs:
         "it shows, read from the chapter's code. An id without a chapter is checked by the scorecard",
         "from another table (its numbers are in `paper_values.yaml`).",
         "",
-        "| Id | Chapter | Shown as | Computed by |",
-        "|---|---|---|---|",
     ]
+    rows = []
     for row in id_table(notebooks_dir):
         chapters = ", ".join(_link(nb, docs) for nb in row["notebooks"]) or "-"
         helpers = ", ".join(f"`{h.removeprefix('ctac_helpers.')}`" for h in row["helpers"]) or "-"
-        out.append(f"| `{row['id']}` | {chapters} | {row['kind'] or '-'} | {helpers} |")
+        rows.append([f"`{row['id']}`", chapters, row["kind"] or "-", helpers])
+    out.append(pipe_table(["Id", "Chapter", "Shown as", "Computed by"], rows))
     return "\n".join(out) + "\n"

@@ -32,7 +32,7 @@ import base64
 import html
 import numbers
 import re
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -137,6 +137,33 @@ def format_frame(df: pd.DataFrame, precision: int = 2, formats: Mapping[str, str
     return pd.DataFrame(out, columns=[str(c) for c in df.columns])
 
 
+def pipe_table(header: Sequence[str], rows: Iterable[Sequence[str]], align: Sequence[str] | None = None) -> str:
+    """A Markdown pipe table of cells that are already Markdown (the caller escapes them), without a final newline.
+
+    Parameters
+    ----------
+    header : sequence of str
+        The column headers.
+    rows : iterable of sequence of str
+        The rows, one cell per column.
+    align : sequence of str, optional
+        Each column's delimiter: ``---`` (the default), ``---:`` (right-aligned) or ``:---:``.
+
+    Raises
+    ------
+    ValueError
+        A row, or ``align``, that does not have one entry per column (named by its number, from 1).
+    """
+    header = list(header)
+    align = ["---"] * len(header) if align is None else list(align)
+    lines = [header, align, *(list(r) for r in rows)]
+    for i, line in enumerate(lines[1:]):
+        if len(line) != len(header):
+            what = "align" if i == 0 else f"row {i}"
+            raise ValueError(f"{what} has {len(line)} cells; the header has {len(header)} columns")
+    return "\n".join("| " + " | ".join(line) + " |" for line in lines)
+
+
 def markdown_table(df: pd.DataFrame, precision: int = 2, formats: Mapping[str, str | Callable] | None = None,
                    na_rep: str = "") -> str:
     """A pipe table of ``df`` (no index; numeric columns right-aligned), its cells escaped.
@@ -152,9 +179,9 @@ def markdown_table(df: pd.DataFrame, precision: int = 2, formats: Mapping[str, s
     align = ["---:" if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) else "---"
              for c in df.columns]
     # a column's name is a header for people: "measured_volume_ml" reads, and wraps, as "measured volume ml"
-    rows = [[escape_markdown(c.replace("_", " ")) for c in text.columns], align]
-    rows += [[escape_markdown(_NUMBER_PAIR.sub(",\u00a0", v)) for v in row] for row in text.itertuples(index=False)]
-    return "\n".join("| " + " | ".join(r) + " |" for r in rows) + "\n"
+    header = [escape_markdown(c.replace("_", " ")) for c in text.columns]
+    rows = [[escape_markdown(_NUMBER_PAIR.sub(",\u00a0", v)) for v in row] for row in text.itertuples(index=False)]
+    return pipe_table(header, rows, align) + "\n"
 
 
 def table_markdown(table_id: str, view: pd.DataFrame, caption: str, precision: int = 2,

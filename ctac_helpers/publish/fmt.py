@@ -16,6 +16,7 @@ DECIMALS = {
     "auc": 3,  # areas under ROC curves and concordance indices: differences of a few thousandths matter
     "risk": 3,  # a model's score (a predicted probability)
     "hr": 2,  # hazard ratios and their interval bounds
+    "coefficient": 2,  # coefficients of a logistic model: calibration-in-the-large and the calibration slope
     "percent": 1,  # shares in percent
     "years": 1,  # follow-up times, as the paper prints them
 }
@@ -29,8 +30,10 @@ def _finite(value) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def number(value, kind: str, missing: str = "") -> str:
+def number(value, kind: str, missing: str = "", signed: bool = False) -> str:
     """``value`` with the decimals of ``kind`` (:data:`DECIMALS`); ``missing`` when it is missing or not finite.
+
+    ``signed`` writes a plus sign before a positive value (a difference: ``+0.012``).
 
     Raises
     ------
@@ -40,15 +43,20 @@ def number(value, kind: str, missing: str = "") -> str:
     if kind not in DECIMALS:
         raise ValueError(f"unknown kind of number {kind!r}; allowed: {', '.join(DECIMALS)}")
     v = _finite(value)
-    return missing if v is None else f"{v:.{DECIMALS[kind]}f}"
+    return missing if v is None else f"{v:{'+' if signed else ''}.{DECIMALS[kind]}f}"
 
 
-def interval(estimate, low, high, kind: str, missing: str = "") -> str:
-    """``estimate (low-high)`` with the decimals of ``kind``; the estimate alone when a bound is missing."""
-    text = number(estimate, kind, missing)
+def interval(estimate, low, high, kind: str, missing: str = "", signed: bool = False) -> str:
+    """``estimate (low-high)`` with the decimals of ``kind``; the estimate alone when a bound is missing.
+
+    With a negative bound, or ``signed`` (see :func:`number`), the bounds are joined by ``to``:
+    ``-0.30--0.05`` would misread.
+    """
+    text = number(estimate, kind, missing, signed)
     if text == missing or _finite(low) is None or _finite(high) is None:
         return text
-    return f"{text} ({number(low, kind)}-{number(high, kind)})"
+    sep = " to " if signed or min(_finite(low), _finite(high)) < 0 else "-"
+    return f"{text} ({number(low, kind, signed=signed)}{sep}{number(high, kind, signed=signed)})"
 
 
 def auc(value, missing: str = "") -> str:

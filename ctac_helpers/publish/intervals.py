@@ -27,6 +27,7 @@ import pandas as pd
 from ctac_helpers.stats import delong
 from ctac_helpers.core import manifest
 from ctac_helpers.publish import fmt
+from ctac_helpers.publish.figures import pipe_table
 
 logger = logging.getLogger(__name__)
 
@@ -256,10 +257,8 @@ def intervals_page(widths: pd.DataFrame, docs: Collection[str] | None = None, pa
     if widths.empty:
         parts += ["This run holds none of these intervals.", ""]
         return "\n".join(parts)
-    rows = ["| Interval | Paper | This run | Ratio |", "|---|---|---|---|"]
-    for r in widths.itertuples(index=False):
-        ratio = f"{r.ratio:.1f}" if math.isfinite(r.ratio) else ""
-        rows.append(f"| {r.label} | {r.paper} | {r.book} | {ratio} |")
-    parts += rows + [""]
+    rows = [[r.label, r.paper, r.book, f"{r.ratio:.1f}" if math.isfinite(r.ratio) else ""]
+            for r in widths.itertuples(index=False)]
+    parts += [pipe_table(["Interval", "Paper", "This run", "Ratio"], rows), ""]
     return "\n".join(parts)
 

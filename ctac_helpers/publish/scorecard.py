@@ -79,7 +79,7 @@ from ctac_helpers.definitions import format_p
 from ctac_helpers.core.stages import STAGES, execution_order
 from ctac_helpers.results.subgroups import PAPER_KEYS as _SUBGROUP_PAPER_KEYS
 from ctac_helpers.results.subgroups import SUBGROUPS
-from ctac_helpers.publish import fmt
+from ctac_helpers.publish import figures, fmt
 
 logger = logging.getLogger(__name__)
 
@@ -1026,12 +1026,6 @@ def _cell(value) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def item_label(item: str) -> str:
     """Readable name of a scorecard item: ``supp_table3`` -> ``Supplementary Table 3``."""
     m = re.fullmatch(r"(supp_)?(table|fig)(\d+)", item)
@@ -1251,7 +1245,7 @@ def scorecard_page(table: pd.DataFrame, docs: Collection[str] | None = None, pag
                 for r in sub.itertuples(index=False)]
         # the theme's compact table style: six columns of wrapped text fit a 1280-pixel page
         parts += [f"### {heading}", "", "```{table}", ":class: table-sm small", "",
-                  _markdown_table(header, rows), "```", ""]
+                  figures.pipe_table(header, rows), "```", ""]
     return "\n".join(parts)
 
 
@@ -1300,7 +1294,7 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
         else:
             text = f"{float(value):g}"
         rows.append([f"`{_cell(name)}`", _cell(text), "fitted" if name in fitted_names else "design assumption"])
-    parts += [_markdown_table(["Constant", "Value", "How it was set"], rows), "",
+    parts += [figures.pipe_table(["Constant", "Value", "How it was set"], rows), "",
               "`death_shift`: each death component's mean in patients who died (within-cell standard deviations): "
               "a CT-only burden (lungs, body composition, frailty), a coronary component (calcium, perfusion, "
               "ejection fraction, history), a myocardial component seen only by SPECT, and a clinical component "
@@ -1330,7 +1324,7 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
         for t in fit.get("targets") or []:
             rows.append([f"`{_cell(t.get('key'))}`", _fmt(t.get("paper"), "g"), _fmt(t.get("proxy"), ".3f"),
                          _fmt(t.get("confirmed"), ".3f"), _cell(t.get("moved_by", ""))])
-        parts += [_markdown_table(["Target", "Paper", "Proxy", "Book's procedure", "Moved by"], rows), "",
+        parts += [figures.pipe_table(["Target", "Paper", "Proxy", "Book's procedure", "Moved by"], rows), "",
                   "*Proxy*: a penalised logistic regression cross-validated on the same features (fast, and "
                   "smooth in the constants); *Book's procedure*: chapter 5's XGBoost cross-validation on the "
                   "fitted cohort. Targets moved by the margins are listed for completeness: no structural "
@@ -1346,7 +1340,7 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
             rows = [[f"`{_cell(r.key)}`", _cell(r.paper), _cell(r.book),
                      "" if r.within is None else ("yes" if r.within else "**no**")] for r in fitted.itertuples()]
             parts += ["## The fitted rows in this run", "",
-                      _markdown_table(["Key", "Paper", "This run", "Within"], rows), ""]
+                      figures.pipe_table(["Key", "Paper", "This run", "Within"], rows), ""]
     heldout = content.get("heldout") or {}
     parts += ["## The held-out rows on other seeds", ""]
     rows_h = heldout.get("rows") or []
@@ -1362,7 +1356,7 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
                   f"**{rate:.0%}** of the held-out rows hold per run.", ""]
         rows = [[f"`{_cell(r.get('key'))}`", f"{int(r.get('holds', 0))} of {int(r.get('comparable', 0))}"]
                 for r in held]
-        parts += [_markdown_table(["Held-out row", "Holds in"], rows), ""]
+        parts += [figures.pipe_table(["Held-out row", "Holds in"], rows), ""]
     return "\n".join(parts)
 
 
@@ -1406,14 +1400,14 @@ def status_page(run_json: Mapping) -> str:
         rows.append([_cell(n), _cell(rec.get("status", "not run")), _cell(rec.get("started") or ""),
                      _fmt(duration, ".1f") if isinstance(duration, (int, float)) else "",
                      f"`{_cell(code[:12])}`" if code else ""])
-    parts += [_markdown_table(["Stage", "Status", "Started", "Duration (s)", "Code hash"], rows), "",
+    parts += [figures.pipe_table(["Stage", "Status", "Started", "Duration (s)", "Code hash"], rows), "",
               "*Code hash*: the first 12 characters of the hash of the code a stage ran with; stages run with "
               "different code show different hashes (the hash the latest `ctac-book run` recorded is under "
               "Hashes).", ""]
     packages = run_json.get("packages") or {}
     if packages:
         versions = [[_cell(k), f"`{_cell(v)}`"] for k, v in packages.items()]
-        parts += ["## Package versions", "", _markdown_table(["Package", "Version"], versions), ""]
+        parts += ["## Package versions", "", figures.pipe_table(["Package", "Version"], versions), ""]
     if params:
         parts += ["## Parameters", "", "```yaml", yaml.safe_dump(dict(params), sort_keys=False).rstrip(), "```", ""]
     parts += ["## Hashes", ""]
@@ -1423,7 +1417,7 @@ def status_page(run_json: Mapping) -> str:
     outputs = [[_cell(n), f"`{_cell(path)}`", f"`{_cell(digest)}`"]
                for n in names for path, digest in sorted(((recorded.get(n) or {}).get("outputs") or {}).items())]
     if outputs:
-        parts += [_markdown_table(["Stage", "Output", "SHA-256"], outputs), ""]
+        parts += [figures.pipe_table(["Stage", "Output", "SHA-256"], outputs), ""]
     else:
         parts += ["No stage has recorded outputs.", ""]
     return "\n".join(parts)

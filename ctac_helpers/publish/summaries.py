@@ -133,7 +133,7 @@ def selection_text(frequencies: Mapping[str, pd.DataFrame], threshold: float, pa
     Parameters
     ----------
     frequencies : mapping
-        ``{label: frequency table}`` (:func:`ctac_helpers.imaging.segment.structure_frequency`: ``structure``,
+        ``{label: frequency table}`` (:func:`ctac_helpers.imaging.presence.structure_frequency`: ``structure``,
         ``n_scans``, ``n_present``, ``n_truncated``, ``n_absent``, ``frequency``); the first is the
         reference (the synthetic cohort), the second the scans compared with it (the phantoms).
         With one source, only its count is stated.
