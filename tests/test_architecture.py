@@ -157,13 +157,34 @@ def test_import_contracts_hold():
     assert re.search(r"Contracts: [1-9]\d* kept, 0 broken", done.stdout), done.stdout
 
 
+def _subpackages() -> list[str]:
+    """Every package below ``ctac_helpers`` (nested ones too), as ``"imaging.phantom"``."""
+    return [".".join(p.parent.relative_to(PACKAGE).parts) for p in sorted(PACKAGE.rglob("__init__.py"))
+            if p.parent != PACKAGE]
+
+
 def test_every_subpackage_lists_its_public_names():
-    for sub in SUBPACKAGES:
+    subs = _subpackages()
+    assert set(SUBPACKAGES) < set(subs) and "imaging.phantom" in subs  # nested packages are found
+    for sub in subs:
         pkg = importlib.import_module(f"ctac_helpers.{sub}")
         modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
         assert set(pkg._MODULES) == modules, sub  # every module is public or deliberately listed
         for name in pkg.__all__:
             assert getattr(pkg, name) is not None, (sub, name)
+
+
+def test_only_from_cohort_brings_the_cohort_to_the_phantoms():
+    # the contract lists every module of imaging.phantom but the one that reads the cohort (and the cache,
+    # whose key is the parameters): a new drawing module is under the contract from the start
+    contracts = importlinter_api.read_configuration(str(ROOT / "pyproject.toml"))["contracts_options"]
+    (contract,) = [c for c in contracts if c["id"] == "phantom-through-data"]
+    assert contract["forbidden_modules"] == ["ctac_helpers.cohort"]
+    phantom_pkg = importlib.import_module("ctac_helpers.imaging.phantom")
+    drawing = {f"ctac_helpers.imaging.phantom.{m.name}" for m in pkgutil.iter_modules(phantom_pkg.__path__)}
+    assert "ctac_helpers.imaging.phantom.from_cohort" in drawing
+    assert set(contract["source_modules"]) == drawing - {"ctac_helpers.imaging.phantom.from_cohort"} | {
+        "ctac_helpers.imaging.phantom_cache"}
 
 
 _NB_IMPORT = re.compile(r"^\s*(from\s+(ctac_helpers\S*)\s+import\s+(.+)|import\s+(ctac_helpers\S*))", re.M)

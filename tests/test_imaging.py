@@ -1,6 +1,7 @@
 """The imaging stages' per-scan tasks on a small phantom: segmentation, CAC/EAT, radiomics, failures."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -297,3 +298,12 @@ def test_scan_table_of_batches_with_columns_empty_in_one(recwarn):
                                    "status", "reason"]
     assert scans["manifest_cac_score"].dtype == float and pd.isna(scans.loc[0, "manifest_cac_score"])
     assert list(scans[f"{imaging.STATUS_PREFIX}heart"]) == ["present", "absent"]
+
+
+def test_task_key_reads_every_module_of_the_phantom_package():
+    # the phantom is a package: editing any of its modules must change the phantom batch's key
+    from ctac_helpers.imaging import calcium
+
+    names = {p.name for p in imaging.source_files(phantom)}
+    assert {"__init__.py", "build.py", "lesions.py", "heart.py", "from_cohort.py"} <= names
+    assert imaging.source_files(calcium) == [Path(calcium.__file__)]

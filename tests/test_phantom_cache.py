@@ -1,9 +1,6 @@
-"""The phantom's slab-wise finishing pass and the phantom cache shared by run directories."""
+"""The phantom cache shared by run directories."""
 
 import json
-
-import numpy as np
-import pytest
 
 from ctac_helpers.core.rundir import file_sha256
 from ctac_helpers.imaging import phantom, phantom_cache
@@ -11,38 +8,6 @@ from ctac_helpers.imaging import scans as imaging
 
 GRID = dict(shape=(24, 96, 96), spacing=(4.0, 4.0, 8.0))
 PARAMS = {"cac_score": 250.0, "hu_offset": 4.0, "noise_hu": 18.0}
-
-
-def _whole_volume(hu, lab, offset, sigma, rng, keep_clean):
-    """The finishing pass as one operation per whole volume (how ctac_phantom did it before)."""
-    hu = hu.copy()
-    labelled = lab != 0
-    sums = np.bincount(lab[labelled], weights=hu[labelled], minlength=256)
-    counts = np.bincount(lab.ravel(), minlength=256)
-    clean = np.clip(np.rint(hu + offset), -1024, 3071).astype(np.int16) if keep_clean else None
-    if sigma > 0:
-        noise = rng.standard_normal(hu.shape, dtype=np.float32)
-        noise *= sigma
-        hu += noise
-    hu += offset
-    np.rint(hu, out=hu)
-    np.clip(hu, -1024, 3071, out=hu)
-    return hu.astype(np.int16), clean, counts, sums
-
-
-@pytest.mark.parametrize("slab_voxels", [1, 5000, 1 << 30])
-@pytest.mark.parametrize("sigma", [0.0, 22.0])
-def test_finishing_by_slabs_gives_the_whole_volume_result(monkeypatch, slab_voxels, sigma):
-    draw = np.random.default_rng(5)
-    hu = (draw.normal(0, 400, (13, 30, 20)) + 2000 * (draw.random((13, 30, 20)) < 0.01)).astype(np.float32)
-    lab = draw.integers(0, 6, hu.shape).astype(np.uint8)
-    monkeypatch.setattr(phantom, "_SLAB_VOXELS", slab_voxels)
-    want = _whole_volume(hu, lab, 3.0, sigma, phantom._rng(7, 99), True)
-    got = phantom._finish(hu.copy(), lab, 3.0, sigma, phantom._rng(7, 99), True)
-    for w, g in zip(want[:3], got[:3]):
-        np.testing.assert_array_equal(w, g)
-    np.testing.assert_allclose(got[3], want[3], rtol=1e-12)
-    assert got[0].dtype == np.int16 and got[0].min() >= -1024 and got[0].max() <= 3071
 
 
 def test_cache_off_values(monkeypatch, tmp_path):
@@ -73,23 +38,30 @@ def test_key_follows_every_input():
 def test_code_version_covers_the_phantom_code_and_libraries():
     before = phantom_cache.code_version()
     assert before == phantom_cache.code_version()
-    assert phantom_cache.code_version(phantom_cache.CODE_MODULES[1:]) != before  # phantom.py left out
+    assert phantom_cache.code_version(phantom_cache.CODE_MODULES[1:]) != before  # phantom/build.py left out
 
 
 def test_code_modules_cover_every_module_the_phantom_code_imports():
-    # a module of the package that phantom.py imports, directly or through another, can decide the files:
-    # leaving it out of the key would serve a stale phantom after it changes
+    # a module of the package that the cache draws and writes phantoms with, directly or through another,
+    # can decide the files: leaving it out of the key would serve a stale phantom after it changes
     import importlib.util
 
     import grimp
 
     graph = grimp.build_graph("ctac_helpers", include_external_packages=False)
-    imported = graph.find_upstream_modules("ctac_helpers.imaging.phantom")
+    imported = graph.find_upstream_modules("ctac_helpers.imaging.phantom_cache")
     # a subpackage's __init__ only lists its public names (lazy exports): it draws nothing
     needed = {m for m in imported if not importlib.util.find_spec(m).origin.endswith("__init__.py")}
-    assert {"ctac_helpers.imaging.calcium", "ctac_helpers.core.manifest"} <= needed  # the scan is not vacuous
-    assert needed | {"ctac_helpers.imaging.phantom"} <= set(phantom_cache.CODE_MODULES)
+    # the scan is not vacuous: the drawing, the writing and what they read are found
+    assert {"ctac_helpers.imaging.phantom.build", "ctac_helpers.imaging.phantom.lesions",
+            "ctac_helpers.imaging.phantom.files", "ctac_helpers.imaging.calcium",
+            "ctac_helpers.core.manifest"} <= needed
+    assert needed <= set(phantom_cache.CODE_MODULES)
     assert "ctac_helpers.imaging.phantom_cache" not in phantom_cache.CODE_MODULES
+    # the phantom is a function of its parameters: the cohort generator and the glue that reads it are
+    # not in the key (the parameters they make are)
+    assert not any(m.startswith("ctac_helpers.cohort") for m in needed | set(phantom_cache.CODE_MODULES))
+    assert "ctac_helpers.imaging.phantom.from_cohort" not in needed
 
 
 def _bytes(paths):
@@ -156,17 +128,6 @@ def test_phantom_task_uses_the_cache_and_records_run_directory_paths(monkeypatch
     assert open(runs[0]["ct"], "rb").read() == open(runs[1]["ct"], "rb").read()
     monkeypatch.setenv(phantom_cache.CACHE_ENV, "off")
     assert imaging.phantom_task(item, str(tmp_path / "run3"), GRID["shape"], GRID["spacing"])["from_cache"] is False
-
-
-def test_filled_parameters_are_json_values_with_the_defaults():
-    filled = phantom.filled_parameters({"cac_score": np.float64(250.0), "age": float("nan"), "noise_hu": None})
-    assert filled["cac_score"] == 250.0 and type(filled["cac_score"]) is float
-    # NaN and None take the reference patient's value, as ctac_phantom does
-    assert filled["age"] == phantom.DEFAULT_PARAMETERS["age"]
-    assert filled["noise_hu"] == phantom.DEFAULT_PARAMETERS["noise_hu"]
-    assert set(filled) == set(phantom.DEFAULT_PARAMETERS)
-    json.dumps(filled, allow_nan=False)
-    assert phantom.filled_parameters(None) == phantom.filled_parameters({})
 
 
 def test_a_cache_that_cannot_be_written_never_fails_the_phantom(tmp_path):

@@ -9,10 +9,12 @@ directory that asks for the same phantom.
 Safety
 ------
 * The key is the SHA-256 of the filled-in parameters, the seed, the grid, the source of the modules
-  that draw, describe and write a phantom (:data:`CODE_MODULES`: ``imaging.phantom`` and every module of
-  the package it imports, directly or not), every file of ``data_manifest/`` and the versions of numpy, scipy and
-  SimpleITK (the random streams, the filters and the NIfTI writer): any change to them is a new key,
-  never a stale hit.
+  that draw, describe and write a phantom (:data:`CODE_MODULES`: the modules of ``imaging.phantom`` this
+  module calls and every module of the package they import, directly or not), every file of
+  ``data_manifest/`` and the versions of numpy, scipy and SimpleITK (the random streams, the filters and
+  the NIfTI writer): any change to them is a new key, never a stale hit. The glue that makes parameters
+  from the synthetic cohort (``imaging.phantom.from_cohort``) and the generator are not among them: they
+  decide the parameters, which are in the key themselves.
 * An entry is written into a hidden temporary folder and renamed into place in one step, so a killed
   build leaves no half-written entry, and two processes building the same phantom both end with
   the same complete entry.
@@ -45,7 +47,9 @@ from pathlib import Path
 
 from ctac_helpers.core import manifest
 from ctac_helpers.core.rundir import atomic_path, file_sha256
-from ctac_helpers.imaging import phantom
+from ctac_helpers.imaging.phantom.build import ctac_phantom
+from ctac_helpers.imaging.phantom.files import write_phantom
+from ctac_helpers.imaging.phantom.parameters import filled_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +59,16 @@ OFF_VALUES = ("off", "0", "false", "no", "none")
 KINDS = ("ct", "labels", "pericardium", "truth")
 _SUFFIX = {"ct": "_ct.nii.gz", "labels": "_labels.nii.gz", "pericardium": "_pericardium.nii.gz",
            "truth": "_truth.json"}
-#: Modules whose code decides a phantom's voxels, truth or files: the phantom module and every module
-#: of the package it imports, directly or through another (a test keeps the list complete).
-CODE_MODULES = ("ctac_helpers.imaging.phantom", "ctac_helpers.imaging.calcium", "ctac_helpers.imaging.fat",
-                "ctac_helpers.imaging.segment", "ctac_helpers.imaging.grid", "ctac_helpers.core.manifest",
-                "ctac_helpers.core.rundir", "ctac_helpers.core.paths", "ctac_helpers.core.figtext",
-                "ctac_helpers.cohort.synth", "ctac_helpers.cohort.cellfit", "ctac_helpers.definitions")
+#: Modules whose code decides a phantom's voxels, truth or files: every module of the package this
+#: module imports, directly or through another (a test keeps the list complete).
+CODE_MODULES = ("ctac_helpers.imaging.phantom.build", "ctac_helpers.imaging.phantom.parameters",
+                "ctac_helpers.imaging.phantom.canvas", "ctac_helpers.imaging.phantom.anatomy",
+                "ctac_helpers.imaging.phantom.skeleton", "ctac_helpers.imaging.phantom.heart",
+                "ctac_helpers.imaging.phantom.lesions", "ctac_helpers.imaging.phantom.noise",
+                "ctac_helpers.imaging.phantom.truth", "ctac_helpers.imaging.phantom.files",
+                "ctac_helpers.imaging.calcium", "ctac_helpers.imaging.fat", "ctac_helpers.imaging.presence",
+                "ctac_helpers.imaging.grid", "ctac_helpers.core.manifest", "ctac_helpers.core.rundir",
+                "ctac_helpers.core.paths", "ctac_helpers.core.figtext", "ctac_helpers.definitions")
 
 
 def cache_root() -> Path | None:
@@ -128,7 +136,7 @@ def phantom_key(params: Mapping, seed: int, shape: Sequence[int], spacing: Seque
     str
         Hex SHA-256 of the code version and the filled-in parameters, seed and grid.
     """
-    blob = json.dumps({"params": phantom.filled_parameters(params), "seed": int(seed),
+    blob = json.dumps({"params": filled_parameters(params), "seed": int(seed),
                        "shape": [int(s) for s in shape], "spacing": [float(s) for s in spacing]},
                       sort_keys=True, default=str)
     return hashlib.sha256(f"{code_version() if version is None else version}\n{blob}".encode()).hexdigest()
@@ -232,8 +240,8 @@ def write_phantom_cached(params: Mapping, seed: int, shape: Sequence[int], spaci
             except OSError as exc:  # the entry went away meanwhile (a concurrent clean-up): build it
                 logger.warning("phantom cache: entry %s could not be used (%s); building the phantom",
                                key[:12], type(exc).__name__)
-    ph = phantom.ctac_phantom(params, seed=int(seed), shape=tuple(shape), spacing=tuple(spacing))
-    paths = phantom.write_phantom(ph, directory, stem)
+    ph = ctac_phantom(params, seed=int(seed), shape=tuple(shape), spacing=tuple(spacing))
+    paths = write_phantom(ph, directory, stem)
     if root is not None:
         try:
             _store(root, key, paths)

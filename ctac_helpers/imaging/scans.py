@@ -64,17 +64,35 @@ def resolve_path(path: str | os.PathLike) -> Path:
     return p if p.is_absolute() else (REPO_ROOT / p).resolve()
 
 
+def source_files(module) -> list[Path]:
+    """The source files of a module, or of every module of a package (sorted by name).
+
+    Parameters
+    ----------
+    module : module
+        An imported module or package.
+
+    Returns
+    -------
+    list of pathlib.Path
+    """
+    path = Path(module.__file__)
+    return sorted(path.parent.glob("*.py")) if path.name == "__init__.py" else [path]
+
+
 def task_key(name: str, **params) -> str:
     """Identity of a batch: the task, its parameters and the code of the modules it runs.
 
-    A stored per-scan result is reused only under the same key, so editing ``calcium.py`` makes the
-    next run recompute the Agatston scores instead of serving stale ones.
+    A stored per-scan result is reused only under the same key, so editing ``calcium.py`` (or any module
+    of the ``phantom`` package) makes the next run recompute the Agatston scores instead of serving stale
+    ones.
     """
     h = hashlib.sha256()
     h.update(name.encode())
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     for mod in (ingest, segment, presence, calcium, fat, radiomics, phantom):
-        h.update(Path(mod.__file__).read_bytes())
+        for path in source_files(mod):
+            h.update(path.read_bytes())
     h.update((manifest.MANIFEST_DIR / "scan_manifest.yaml").read_bytes())
     h.update((manifest.MANIFEST_DIR / "radiomics_features.yaml").read_bytes())
     return h.hexdigest()
