@@ -1,7 +1,6 @@
 """Building a phantom (imaging.phantom.build): reproducible, TotalSegmentator labels, realistic HU, CTAC size."""
 
 import functools
-import time
 
 import numpy as np
 import pandas as pd
@@ -21,9 +20,7 @@ EXPECTED = ("heart", "aorta", "esophagus", "trachea", "spinal_cord", "sternum", 
 
 @functools.lru_cache(maxsize=None)
 def _ctac():
-    t = time.perf_counter()
-    ph = phantom.ctac_phantom({"cac_score": 300.0, "noise_hu": 20.0, "hu_offset": -5.0}, seed=3)
-    return ph, time.perf_counter() - t
+    return phantom.ctac_phantom({"cac_score": 300.0, "noise_hu": 20.0, "hu_offset": -5.0}, seed=3)
 
 
 def test_same_seed_same_phantom_other_seed_other_phantom():
@@ -71,9 +68,9 @@ def test_hu_ranges_are_realistic():
 
 
 def test_ctac_sized_phantom():
-    ph, seconds = _ctac()
+    # its time is benchmarks/bench_book.py's business, not a test's
+    ph = _ctac()
     assert ph.ct.shape == (80, 512, 512) and ph.spacing == (0.98, 0.98, 3.0)
-    assert seconds < 20.0  # ~1-2 s on one core; generous for loaded CI machines
     img = ph.ct_image()
     assert img.GetSize() == (512, 512, 80) and img.GetSpacing() == pytest.approx((0.98, 0.98, 3.0))
     assert img.GetOrigin() == pytest.approx(ph.origin)
