@@ -74,3 +74,37 @@ def test_write_generator_file_round_trips(tmp_path):
     text = path.read_text()
     assert text.startswith("# Structural constants")
     assert yaml.safe_load(text) == content
+
+
+def test_the_round_nearest_the_targets_is_kept(monkeypatch):
+    # Three rounds whose confirmations miss by 0.03, 0.015 and 0.06: the second is kept, not the last.
+    targets = [t for t in gf.fit_targets() if t.kind == "auc"]
+    structural = [t for t in targets if gf.moved_by(t) == "structure"]
+    miss = {1: 0.03, 2: 0.015, 3: 0.06}
+    state = {"round": 0}
+    base = synth.generator_constants()
+
+    def fit_structure(targets_, offsets, config, start, record):
+        state["round"] += 1
+        return start.replace(age_modulation=0.1 * state["round"])
+
+    def confirm(data, config):
+        return {(t.model, t.subset): t.value + (miss[state["round"]] if t in structural else 0.0) for t in targets}
+
+    monkeypatch.setattr(gf, "_fit_structure", fit_structure)
+    monkeypatch.setattr(gf, "confirm_aucs", confirm)
+    monkeypatch.setattr(gf, "proxy_aucs", lambda *a, **k: {(t.model, t.subset): t.value for t in targets})
+    monkeypatch.setattr(gf, "fit_ischemic_fraction", lambda *a, **k: base.ischemic_fraction)
+    monkeypatch.setattr(gf, "ischemic_share", lambda cohort: 4.13)
+    monkeypatch.setattr(synth, "synthetic_dataset", lambda n, seed, constants: synth.SyntheticDataset(
+        cohort=pd.DataFrame(), ct_features=pd.DataFrame(), latent=pd.DataFrame()))
+    monkeypatch.setattr(synth, "generator_fingerprint", lambda constants: "f" * 64)
+    out = gf.calibrate(gf.FitConfig(max_rounds=3), start=base)
+    assert out["constants"]["age_modulation"] == pytest.approx(0.2)
+    assert out["fit"]["kept_round"] == 2 and len(out["fit"]["rounds"]) == 3
+    kept = {t["key"]: t["confirmed"] for t in out["fit"]["targets"] if t["key"] == structural[0].key}
+    assert kept[structural[0].key] == pytest.approx(structural[0].value + 0.015)
+    # a round within the tolerance ends the fit
+    state["round"], miss[1] = 0, 0.005
+    out = gf.calibrate(gf.FitConfig(max_rounds=3), start=base)
+    assert out["fit"]["kept_round"] == 1 and len(out["fit"]["rounds"]) == 1

@@ -669,7 +669,9 @@ def test_generator_fit_page():
     bare = sc.generator_fit_page({"constants": {"time_risk": 0.5}})
     assert "holds no fit record" in bare and "No held-out check is recorded" in bare
     # the record's fingerprint of the generator, against today's
-    assert "names no fingerprint" in page
+    assert "names no fingerprint" in page and "is kept" not in page
+    kept = sc.generator_fit_page({**content, "fit": {**content["fit"], "kept_round": 1, "rounds": [{}, {}]}})
+    assert "Confirmations: 2; round 1, whose confirmed AUCs come nearest the targets, is kept" in kept
     content["fit"]["fingerprint"] = "a" * 64
     assert "```{warning}" not in sc.generator_fit_page(content, fingerprint="a" * 64)
     changed = sc.generator_fit_page(content, fingerprint="b" * 64)

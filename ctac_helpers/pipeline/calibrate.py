@@ -23,7 +23,9 @@ The procedure, in two stages:
 2. **Confirmation.** The book's own procedure (:func:`ctac_helpers.models.cv.cross_validate`: 10 folds,
    the authors' grid, early stopping) runs on the fitted cohort. Where it misses a target by more
    than ``confirm_tolerance`` the proxy's offset from it at this point is added to the proxy targets
-   and stage 1 runs again (at most ``max_rounds`` confirmations).
+   and stage 1 runs again (at most ``max_rounds`` confirmations). The round whose confirmed AUCs
+   come nearest the targets (smallest largest miss) is kept, not necessarily the last: a correction
+   can overshoot where the proxy's offset changes with the constants.
 
 The result (constants, targets, values reached by proxy and confirmation in every round, the
 proxy's offsets from the book's procedure at the last confirmation, time taken) is written to
@@ -402,6 +404,7 @@ def calibrate(config: FitConfig = FitConfig(), start: synth.GeneratorConstants |
     offsets: dict[str, float] = {}
     record: list[dict] = []
     rounds = []
+    kept = None  # (largest confirmed miss, round index, constants) of the best round so far
     for round_no in range(1, config.max_rounds + 1):
         constants = _fit_structure(targets, offsets, config, constants, record)
         data = synth.synthetic_dataset(config.n_patients, config.seed, constants)
@@ -416,14 +419,22 @@ def calibrate(config: FitConfig = FitConfig(), start: synth.GeneratorConstants |
         misses = {t.key: confirmed[(t.model, t.subset)] - t.value for t in targets
                   if moved_by(t) == "structure"}
         logger.info("round %d confirmed: %s", round_no, ", ".join(f"{k} {v:+.3f}" for k, v in misses.items()))
-        if max(abs(v) for v in misses.values()) <= config.confirm_tolerance:
+        worst = max(abs(v) for v in misses.values())
+        if kept is None or worst < kept[0]:
+            kept = (worst, len(rounds) - 1, constants)
+        if worst <= config.confirm_tolerance:
             break
         # the proxy's offset from the book's procedure at this point, carried into the next proxy fit
         offsets = {t.key: offsets.get(t.key, 0.0) + proxy[(t.model, t.subset)] - confirmed[(t.model, t.subset)]
                    for t in targets if t.key in misses}
+    chosen = len(rounds) - 1
+    if kept is not None:
+        _, chosen, constants = kept
+        if chosen != len(rounds) - 1:
+            logger.info("keeping round %d, nearest the targets (largest miss %.3f)", chosen + 1, kept[0])
     data = synth.synthetic_dataset(config.n_patients, config.seed, constants)
     reached_share = ischemic_share(data.cohort)
-    final = rounds[-1]
+    final = rounds[chosen]
     fit = {
         "method": "proxy least squares (L2 logistic regression, "
                   f"{config.proxy_folds}-fold) then the book's XGBoost procedure"
@@ -441,6 +452,7 @@ def calibrate(config: FitConfig = FitConfig(), start: synth.GeneratorConstants |
         "rounds": [{**r, "proxy": {k: _round(v) for k, v in r["proxy"].items()},
                     "confirmed": {k: _round(v) for k, v in r["confirmed"].items()}} for r in rounds],
         "offsets": {k: _round(v) for k, v in offsets.items()},
+        "kept_round": final["round"],
         "proxy_evaluations": len(record),
         "seconds": round(time.perf_counter() - t0, 1),
         # what the generator produced with these constants: the fit page tells when that has changed

@@ -1308,6 +1308,10 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
                   f"Method: {_cell(fit.get('method', ''))}. Cohort: {int(fit.get('n_patients', 0)):,} patients, "
                   f"seed {fit.get('seed', '')}. Proxy evaluations: {fit.get('proxy_evaluations', '')}; time: "
                   f"{float(fit.get('seconds', float('nan'))) / 60:.1f} minutes on the machine that ran it.", ""]
+        n_rounds = len(fit.get("rounds") or [])
+        if fit.get("kept_round") and n_rounds > 1:
+            parts += [f"Confirmations: {n_rounds}; round {int(fit['kept_round'])}, whose confirmed AUCs come nearest "
+                      "the targets, is kept (its values are below).", ""]
         recorded = fit.get("fingerprint")
         if not recorded:
             parts += ["```{warning}", "The fit record names no fingerprint of the generator it was made with (it "
