@@ -8,8 +8,8 @@ Three procedures run on the same synthetic cohort and the same outer stratified 
   Supplementary Table 10 (the CT models refitted on 32 radiomics features with the chosen grid points
   and numbers of trees);
 * the reference (``procedure='reference'``): the same work as the book did it before issue 18;
-* the authors' (:func:`ctac_helpers.models.cv.authors_gridsearch`): ``GridSearchCV(cv=5, scoring='roc_auc')``
-  over the 16 combinations without early stopping, then a refit on the 90%, for the AI CTAC model on the
+* the authors' (:func:`authors_grid.authors_gridsearch`, in ``benchmarks/authors_grid.py`` beside this
+  script): ``GridSearchCV(cv=5, scoring='roc_auc')`` over the 16 combinations without early stopping, then a refit on the 90%, for the AI CTAC model on the
   first ``--authors-folds`` folds only (it is about two orders of magnitude slower); its time for all folds
   is *extrapolated* linearly and labelled so.
 
@@ -44,6 +44,8 @@ from ctac_helpers.cohort import synth
 from ctac_helpers.models import cv as models
 from ctac_helpers.stats import delong
 
+from authors_grid import authors_gridsearch, cpu_delta, process_tree_cpu  # beside this script
+
 logger = logging.getLogger("bench_models")
 TABLE10_MODELS = ("all", "ai_ctac", "ai_hybrid")
 XGB_MODELS = ("eat", "ai_ctac", "ai_spect", "ai_hybrid", "all")
@@ -54,9 +56,9 @@ def _fmt_s(s: float) -> str:
 
 
 def _timed(fn):
-    c0, t0 = models._process_tree_cpu(), time.perf_counter()
+    c0, t0 = process_tree_cpu(), time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t0, models._cpu_delta(c0, models._process_tree_cpu())
+    return out, time.perf_counter() - t0, cpu_delta(c0, process_tree_cpu())
 
 
 def chapter_work(data, args, grid, procedure: str, traces: bool):
@@ -215,7 +217,7 @@ def main(argv=None) -> int:
     ref = chapter_work(data, args, grid, "reference", traces=False)
     auth = None
     if args.authors_folds:
-        auth, auth_wall, auth_cpu = _timed(lambda: models.authors_gridsearch(
+        auth, auth_wall, auth_cpu = _timed(lambda: authors_gridsearch(
             data.cohort, data.ct_features, model="ai_ctac", n_folds=args.n_folds, seed=args.seed, grid=grid,
             max_folds=args.authors_folds, n_jobs=args.n_jobs, max_bin=args.max_bin))
         scale = args.n_folds / args.authors_folds

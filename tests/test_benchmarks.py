@@ -3,6 +3,7 @@ benchmark and the book benchmark's checks (timings themselves are never asserted
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,12 +19,47 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    # registered, so that a benchmark script importing its neighbour (as it does when run from
+    # benchmarks/) finds this module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
+authors_grid = _load("authors_grid")
 bench_models = _load("bench_models")
 bench_book = _load("bench_book")
+
+
+def test_authors_gridsearch_uses_the_folds_of_cross_validate(dataset_400):
+    seed = 11
+    fast = {**models.AUTHORS_FIXED_PARAMS, "eta": 0.3}
+    grid = {"colsample_bytree": [0.8, 1.0], "n_estimators": [30], "max_depth": [2], "min_child_weight": [1]}
+    cv = models.cross_validate(dataset_400.cohort, None, models=("eat",), n_folds=4, seed=seed, grid=grid,
+                               early_stopping_rounds=5, params=fast, device="cpu", comparators=())
+    auth = authors_grid.authors_gridsearch(dataset_400.cohort, None, model="eat", n_folds=4, seed=seed,
+                                           grid={"n_estimators": [5, 10], "max_depth": [2]}, max_folds=1,
+                                           params=fast, device="cpu", cv=2)
+    assert set(auth.predictions["fold"]) == {0}
+    fold0 = cv.folds.loc[cv.folds["fold"] == 0, "patient_id"]
+    assert set(auth.predictions["patient_id"]) == set(fold0)
+    assert auth.timings.loc[0, "n_fits"] == 2 * 2 + 1
+    assert auth.best_params.loc[0, "n_estimators"] in (5, 10)
+    assert auth.config["params"]["max_bin"] == authors_grid.XGBOOST_MAX_BIN == 256
+
+
+def test_authors_gridsearch_rejects_bad_arguments(dataset_400):
+    with pytest.raises(ValueError, match="univariate"):
+        authors_grid.authors_gridsearch(dataset_400.cohort, None, model="cac", n_folds=4, device="cpu")
+    with pytest.raises(ValueError, match="max_folds"):
+        authors_grid.authors_gridsearch(dataset_400.cohort, None, model="eat", n_folds=4, max_folds=5,
+                                        device="cpu")
+
+
+def test_cpu_delta_counts_new_processes_fully():
+    assert authors_grid.cpu_delta({1: 2.0, 2: 1.0}, {1: 3.5, 2: 1.0, 3: 0.25}) == 1.75
+    now = authors_grid.process_tree_cpu()
+    assert os.getpid() in now and now[os.getpid()] >= 0.0
 
 
 def test_halving_stops_the_lower_half_at_each_rung():

@@ -282,20 +282,14 @@ def test_cross_validate_rejects_bad_arguments(data):
         models.cross_validate(data.cohort, None, models=("eat",), grid={"max_depth": [2]})
 
 
-def test_refit_full_and_authors_gridsearch_use_the_same_folds(data, cv):
+def test_refit_full_refits_on_the_whole_training_part(data):
+    # the authors' GridSearchCV, which uses the same folds, is tested with its benchmark
+    # (tests/test_benchmarks.py)
     full = models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, seed=SEED, grid=GRID,
                                  early_stopping_rounds=5, params=FAST, refit="full", device="cpu",
                                  comparators=(), keep_boosters=True)
     assert (full.timings["n_fits"] == 3).all()
     assert [b.num_boosted_rounds() for b in full.boosters["eat"]] == list(full.best_params["n_estimators"])
-    auth = models.authors_gridsearch(data.cohort, None, model="eat", n_folds=4, seed=SEED,
-                                     grid={"n_estimators": [5, 10], "max_depth": [2]}, max_folds=1,
-                                     params=FAST, device="cpu", cv=2)
-    assert set(auth.predictions["fold"]) == {0}
-    fold0 = cv.folds.loc[cv.folds["fold"] == 0, "patient_id"]
-    assert set(auth.predictions["patient_id"]) == set(fold0)
-    assert auth.timings.loc[0, "n_fits"] == 2 * 2 + 1
-    assert auth.best_params.loc[0, "n_estimators"] in (5, 10)
 
 
 # -- importance -------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ rounds (the largest value of the grid) and each remaining combination needs one 
 fold. Early stopping watches the validation AUC (the authors' ``eval_metric``) and the
 combination with the best validation AUC (their ``scoring='roc_auc'``) at its early-stopped
 iteration is kept, trained on the 80% part (``refit='full'`` refits on the 90% instead).
-``benchmarks/bench_models.py`` measures both procedures, and the book's against the procedure before
+``benchmarks/bench_models.py`` measures both procedures (the authors' lives beside it, in
+``benchmarks/authors_grid.py``), and the book's against the procedure before
 issue 18 (``procedure='reference'``, identical results). Trees are grown with ``hist`` and 16
 bins (:data:`BOOK_MAX_BIN`), which on the CPU is about 4x faster than xgboost's 256 for the same AUC.
 Nearly all the time is spent growing trees; every grid point runs to its own early stop, because
@@ -45,7 +46,6 @@ import functools
 import itertools
 import json
 import logging
-import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -69,7 +69,7 @@ __all__ = [
     "IMPORTANCE_TYPES",
     "PSEUDO_STRUCTURES",
     "attach_scores",
-    "authors_gridsearch",
+    "check_cv_arguments",
     "cross_validate",
     "default_structures",
     "feature_arrays",
@@ -151,7 +151,6 @@ STOPPING_METRICS = ("auc", "logloss")
 # was 0.759 at 64 bins, 0.764 at 32 and 0.768 at 16: no loss beyond noise. 16 bins still leave
 # ~470 training patients per bin, and keep the paper-scale chapter within 10 minutes on 2 cores.
 BOOK_MAX_BIN = 16
-XGBOOST_MAX_BIN = 256
 REFIT_POLICIES = ("train", "full")
 PROCEDURES = ("book", "reference")
 DEVICES = ("auto", "cpu", "cuda")
@@ -689,7 +688,32 @@ def _fit_fold(model: str, fold: int, X: np.ndarray, y: np.ndarray, names: list[s
             "traces": kept_traces}
 
 
-def _check_common(models, n_folds, early_stopping_rounds, n_jobs, threads_per_fit):
+def check_cv_arguments(models, n_folds, early_stopping_rounds, n_jobs, threads_per_fit) -> list[str]:
+    """Check the arguments that every cross-validation procedure shares.
+
+    Parameters
+    ----------
+    models : sequence of str
+        Model names (keys of :data:`FEATURE_SETS`); not empty, no duplicates.
+    n_folds : int
+        Outer folds, at least 2.
+    early_stopping_rounds : int or None
+        A positive integer, or None where the procedure has no early stopping.
+    n_jobs : int
+        A positive integer or -1.
+    threads_per_fit : int
+        A positive integer.
+
+    Returns
+    -------
+    list of str
+        ``models`` as a list.
+
+    Raises
+    ------
+    ValueError
+        If any argument is out of range or names an unknown model.
+    """
     models = list(models)
     if not models:
         raise ValueError("models is empty")
@@ -825,7 +849,7 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         Unknown models, metrics, refit policies or devices, or invalid numbers.
     """
     t_wall, t_cpu = time.perf_counter(), time.process_time()
-    models = _check_common(models, n_folds, early_stopping_rounds, n_jobs, threads_per_fit)
+    models = check_cv_arguments(models, n_folds, early_stopping_rounds, n_jobs, threads_per_fit)
     for c in comparators:
         if _check_model(c)["kind"] != "univariate":
             raise ValueError(f"comparator {c!r} is not univariate; allowed: {', '.join(model_names('univariate'))}")
@@ -954,128 +978,6 @@ def _chosen_point(chosen: pd.DataFrame, model: str, fold: int, points: list[dict
         if all(np.isclose(float(p[k]), float(point[k])) for k in keys):
             return dict(p)
     raise ValueError(f"the point chosen for model {model!r} fold {fold} ({point}) is not on the grid")
-
-
-def _process_tree_cpu() -> dict[int, float]:
-    """CPU seconds (user + system) of this process and of its live child processes, by pid."""
-    try:
-        import psutil
-    except ImportError:  # without psutil only this process is counted
-        t = os.times()
-        return {os.getpid(): t.user + t.system}
-    me = psutil.Process()
-    out = {}
-    for p in [me, *me.children(recursive=True)]:
-        try:
-            t = p.cpu_times()
-            out[p.pid] = t.user + t.system
-        except psutil.Error:  # a worker that exited meanwhile
-            pass
-    return out
-
-
-def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
-    # Workers started during the run count fully; loky keeps its workers alive between calls, so
-    # their time is still readable at the end.
-    return float(sum(v - before.get(pid, 0.0) for pid, v in after.items()))
-
-
-def authors_gridsearch(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, model: str = "ai_ctac",
-                       n_folds: int = 10, seed: int = DEFAULT_SEED, radiomics_subset: str = "subset15",
-                       grid: Mapping[str, Sequence] = AUTHORS_GRID, max_folds: int | None = None,
-                       n_jobs: int = 1, *, structures: Sequence[str] | None = None,
-                       params: Mapping | None = None, max_bin: int = XGBOOST_MAX_BIN, device: str = "auto",
-                       threads_per_fit: int = 1, cv: int = 5) -> CVResult:
-    """The authors' procedure: ``GridSearchCV(cv=5, scoring='roc_auc')`` in each outer fold.
-
-    Same outer folds as :func:`cross_validate` (same ``seed``). In each fold every grid combination
-    (16 for the authors' grid, ``n_estimators`` included, no early stopping) is fitted on the five
-    inner folds of the 90% (sklearn's unshuffled ``StratifiedKFold``, as ``cv=5`` gives), and the
-    best one by mean AUC is refitted on the whole 90%: ``16 x 5 + 1 = 81`` fits per fold. The
-    classifier is ``XGBClassifier`` with the fixed parameters, ``seed`` as ``random_state`` and
-    ``enable_categorical=True`` as in the authors' code, with ``tree_method='hist'`` (their
-    xgboost 1.7 defaulted to the exact method on a cohort this size) and ``max_bin`` bins (default
-    xgboost's 256; the benchmark gives both procedures the same value).
-
-    Parameters
-    ----------
-    cohort, ct_features, model, n_folds, seed, radiomics_subset, grid, structures, params, device,
-    threads_per_fit, max_bin
-        As in :func:`cross_validate` (``max_bin`` defaults to 256 here).
-    max_folds : int, optional
-        Run only the first ``max_folds`` outer folds (the benchmark extrapolates from them).
-    n_jobs : int
-        ``GridSearchCV``'s parallel fits (joblib processes).
-    cv : int
-        Inner folds of the grid search (the authors' 5).
-
-    Returns
-    -------
-    CVResult
-        Predictions of the folds run only; ``grid_results`` holds each combination's mean and SD of
-        the inner AUC; ``cpu_s`` counts this process and its worker processes (psutil).
-    """
-    from sklearn.model_selection import GridSearchCV
-    import xgboost as xgb
-
-    t_wall, cpu0 = time.perf_counter(), _process_tree_cpu()
-    _check_common([model], n_folds, None, n_jobs, threads_per_fit)
-    if FEATURE_SETS[model]["kind"] != "xgboost":
-        raise ValueError(f"model {model!r} is univariate; allowed: {', '.join(model_names('xgboost'))}")
-    if max_folds is not None and (not isinstance(max_folds, (int, np.integer)) or not 1 <= max_folds <= n_folds):
-        raise ValueError(f"max_folds must be an integer in 1..{n_folds} or None, got {max_folds!r}")
-    grid_points(grid)  # validates the grid
-    fixed = {"max_bin": check_max_bin(max_bin), **(AUTHORS_FIXED_PARAMS if params is None else params)}
-    device = resolve_device(device)
-    structures = list(default_structures() if structures is None else structures)
-    X, y = feature_matrix(cohort, ct_features, model, radiomics_subset, structures)
-    y_all = y.to_numpy()
-    fold = outer_folds(y_all, n_folds, seed)
-    ids = cohort[ID].to_numpy()
-    sk = {("learning_rate" if k == "eta" else k): v for k, v in fixed.items()}
-    run = range(n_folds if max_folds is None else max_folds)
-    records, best, grid_rows, timings, boosters = [], [], [], [], []
-    for k in run:
-        t0, c0 = time.perf_counter(), _process_tree_cpu()
-        tr, te = np.flatnonzero(fold != k), np.flatnonzero(fold == k)
-        clf = xgb.XGBClassifier(**sk, random_state=seed, n_jobs=threads_per_fit, device=device,
-                                enable_categorical=True, verbosity=0)
-        search = GridSearchCV(clf, param_grid={g: list(v) for g, v in grid.items()}, scoring="roc_auc",
-                              cv=cv, n_jobs=n_jobs, refit=True)
-        search.fit(X.iloc[tr], y.iloc[tr])
-        booster = search.best_estimator_.get_booster()
-        booster.set_param({"device": "cpu"})
-        score = search.best_estimator_.predict_proba(X.iloc[te])[:, 1]
-        records.append(pd.DataFrame({ID: ids[te], "fold": k, "model": model, "score": score,
-                                     OUTCOME: y_all[te]}))
-        bp = search.best_params_
-        best.append({"model": model, "fold": k, **{g: bp[g] for g in grid if g != "n_estimators"},
-                     "n_estimators": bp["n_estimators"], "validation_auc": float(search.best_score_),
-                     "validation_logloss": np.nan})
-        res = search.cv_results_
-        for i, p in enumerate(res["params"]):
-            grid_rows.append({"model": model, "fold": k, "grid_point": i, **p,
-                              "mean_inner_auc": res["mean_test_score"][i], "sd_inner_auc": res["std_test_score"][i],
-                              "mean_fit_s": res["mean_fit_time"][i]})
-        n_fits = len(res["params"]) * cv + 1
-        trees = int(sum(p["n_estimators"] for p in res["params"]) * cv + bp["n_estimators"])
-        timings.append({"model": model, "fold": k, "wall_s": time.perf_counter() - t0,
-                        "cpu_s": _cpu_delta(c0, _process_tree_cpu()), "n_fits": n_fits, "trees": trees})
-        boosters.append(booster)
-        logger.info("authors_gridsearch fold %d: %.1f s, best %s", k, timings[-1]["wall_s"], bp)
-    predictions = pd.concat(records, ignore_index=True)
-    return CVResult(
-        predictions=predictions,
-        folds=pd.DataFrame({ID: ids, "fold": fold, OUTCOME: y_all}),
-        best_params=pd.DataFrame(best), grid_results=pd.DataFrame(grid_rows),
-        boosters={model: boosters}, feature_names={model: list(X.columns)},
-        timings=pd.DataFrame(timings), wall_s=time.perf_counter() - t_wall,
-        cpu_s=_cpu_delta(cpu0, _process_tree_cpu()),
-        config={"method": "gridsearchcv", "models": [model], "n_folds": n_folds, "seed": seed,
-                "radiomics_subset": radiomics_subset, "structures": structures,
-                "grid": {g: list(v) for g, v in grid.items()}, "params": fixed, "device": device,
-                "n_jobs": n_jobs, "threads_per_fit": threads_per_fit, "cv": cv,
-                "folds_run": list(run)})
 
 
 # -- feature importance ------------------------------------------------------------------------------
