@@ -1355,7 +1355,7 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
         seeds = heldout.get("seeds") or []
         held = [r for r in rows_h if r.get("group") == "held_out" and r.get("comparable")]
         rate = sum(r["holds"] for r in held) / max(1, sum(r["comparable"] for r in held))
-        parts += [f"The book was run on {len(seeds)} other seeds ({', '.join(map(str, seeds))}), fixed before "
+        parts += [f"The book was run on {len(seeds)} other seed{'' if len(seeds) == 1 else 's'} ({', '.join(map(str, seeds))}), fixed before "
                   "any result was seen. Each held-out row, and in how many of those runs it holds; on average "
                   f"**{rate:.0%}** of the held-out rows hold per run.", ""]
         rows = [[f"`{_cell(r.get('key'))}`", f"{int(r.get('holds', 0))} of {int(r.get('comparable', 0))}"]
