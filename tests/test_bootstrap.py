@@ -172,3 +172,23 @@ def test_invalid_data_raise():
         bootstrap.bootstrap_auc(y, scores["m0"], seed=1)
     with pytest.raises(ValueError, match="score_b"):
         bootstrap.bootstrap_auc_difference(y, scores["m0"], scores["m1"][:10], seed=1)
+
+
+def test_weighted_auc_equals_the_auc_of_the_repeated_patients():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.normal(size=200) + y, 1)  # ties, which count one half
+    w = rng.integers(0, 4, 200)
+    repeated = np.repeat(np.arange(200), w)
+    assert bootstrap.weighted_auc(y, s, w) == pytest.approx(delong.auc(y[repeated], s[repeated]), abs=1e-12)
+    assert bootstrap.weighted_auc(y, s, np.full(200, 0.5)) == pytest.approx(delong.auc(y, s), abs=1e-12)
+
+
+def test_weighted_auc_refuses_bad_weights():
+    y, s = np.array([0, 1, 0, 1]), np.array([0.1, 0.4, 0.35, 0.8])
+    with pytest.raises(ValueError, match="non-negative"):
+        bootstrap.weighted_auc(y, s, [1, -1, 1, 1])
+    with pytest.raises(ValueError, match="4 finite"):
+        bootstrap.weighted_auc(y, s, [1, 1, 1])
+    with pytest.raises(ValueError, match="both classes"):
+        bootstrap.weighted_auc(y, s, [1, 0, 1, 0])

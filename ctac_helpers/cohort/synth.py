@@ -61,6 +61,7 @@ from scipy import special
 from ctac_helpers.core import manifest
 from ctac_helpers.definitions import TPD_ABNORMAL
 from ctac_helpers.cohort.cellfit import CELLS, ContinuousModel, Target, allocate_counts, ipf_sex_death
+from ctac_helpers.stats.bootstrap import weighted_auc
 
 logger = logging.getLogger(__name__)
 
@@ -442,12 +443,7 @@ def margin_auc(variable: str, below: float | None = None, grid: int = 4000) -> f
         weights.append(np.full(int(keep.sum()), sizes[c] / grid))
         died.append(np.full(int(keep.sum()), c in (1, 3)))
     v, w, d = (np.concatenate(x) for x in (values, weights, died))
-    neg_v, neg_w = v[~d], w[~d]
-    order = np.argsort(neg_v, kind="stable")
-    neg_v, cum = neg_v[order], np.concatenate([[0.0], np.cumsum(neg_w[order])])
-    lo = cum[np.searchsorted(neg_v, v[d], side="left")]
-    hi = cum[np.searchsorted(neg_v, v[d], side="right")]
-    return float(np.sum(w[d] * (lo + hi) / 2) / (w[d].sum() * neg_w.sum()))
+    return weighted_auc(d, v, w)
 
 
 def component_loadings(constants: GeneratorConstants) -> dict[str, np.ndarray]:

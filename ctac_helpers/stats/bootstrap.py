@@ -151,6 +151,34 @@ def _weighted_aucs(s: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> np.
         return out / (m_b * n_b)[:, None]
 
 
+def weighted_auc(y, score, weight) -> float:
+    """Mann-Whitney AUC of one score with each patient weighted (ties count one half).
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Binary outcome, 0/1 or boolean; both classes must be present.
+    score : array-like of shape (n_samples,)
+        Finite scores; higher means more likely positive.
+    weight : array-like of shape (n_samples,)
+        Non-negative weights: a patient of weight ``w`` counts as ``w`` patients (integer weights give
+        the AUC of the data with each patient repeated that many times, as a bootstrap resample is).
+
+    Returns
+    -------
+    float
+        ``sum_{i pos, j neg} w_i w_j [s_i > s_j] + 1/2 [s_i = s_j]`` over ``sum w_pos * sum w_neg``.
+    """
+    labels = as_labels(y)
+    s = as_score_1d(score, len(labels))
+    w = np.asarray(weight, float)
+    if w.shape != labels.shape or not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError(f"weight must be {labels.size} finite non-negative values")
+    if w[labels].sum() <= 0 or w[~labels].sum() <= 0:
+        raise ValueError("both classes need a positive total weight")
+    return float(_weighted_aucs(s[None, :], labels, w[None, :])[0, 0])
+
+
 def bootstrap_auc_replicates(y, scores, n_resamples: int = 1000, *, seed: int,
                              stratified: bool = True) -> pd.DataFrame:
     """Bootstrap replicates of the AUC of each model, all models on the same resamples.
