@@ -166,7 +166,7 @@ def test_site_batches_route_scans_by_label_map(monkeypatch):
 
 def test_site_batches_fail_fast_without_totalsegmentator_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("TOTALSEG_WEIGHTS_PATH", str(tmp_path / "no-weights"))
-    imaging.segment._cached.cache_clear()  # a segmenter loaded by an earlier test would be reused
+    imaging.segment.cached_segmenter.cache_clear()  # a segmenter loaded by an earlier test would be reused
     scans = pd.DataFrame({"scan_id": ["S-1"], "patient_id": ["P-1"], "image": ["a"], "label_map": [None]})
     with pytest.raises(imaging.segment.WeightsNotFound, match="not found"):
         imaging.site_batches(scans, "totalsegmentator")

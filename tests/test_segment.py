@@ -21,6 +21,7 @@ import SimpleITK as sitk
 
 from ctac_helpers.core import manifest
 from ctac_helpers.imaging import presence, segment
+from ctac_helpers.imaging.grid import same_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_nnunet  # noqa: E402
@@ -323,7 +324,7 @@ def test_precomputed_real_label_maps(folder, label):
     ct = sitk.ReadImage(str(sample(f"{folder}/ct.nii.gz")))
     path = sample(f"{folder}/{label}")
     labels = segment.get_segmenter("precomputed").segment(ct, label_path=path)
-    assert segment.same_grid(labels, ct, tolerance=1e-9)
+    assert same_grid(labels, ct, tolerance=1e-9)
     assert labels.GetPixelID() == sitk.sitkUInt8
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels),
                                   sitk.GetArrayFromImage(sitk.ReadImage(str(path))))

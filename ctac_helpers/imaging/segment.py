@@ -652,7 +652,7 @@ cached_segmenter.cache_clear = _cached.cache_clear  # type: ignore[attr-defined]
 
 __all__ = [
     "SEGMENTERS", "DEVICES", "WeightsNotFound", "ModelSpec", "totalsegmentator_models",
-    "find_model_folder", "usage_stats_setting", "disable_usage_stats", "grid_description",
-    "same_grid", "TotalSegmentatorSegmenter", "PrecomputedSegmenter", "PhantomSegmenter",
+    "find_model_folder", "usage_stats_setting", "disable_usage_stats",
+    "TotalSegmentatorSegmenter", "PrecomputedSegmenter", "PhantomSegmenter",
     "get_segmenter", "cached_segmenter",
 ]
