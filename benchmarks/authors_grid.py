@@ -91,10 +91,13 @@ def authors_gridsearch(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, m
 
     Parameters
     ----------
-    cohort, ct_features, model, n_folds, seed, radiomics_subset, grid, structures, params, device,
-    threads_per_fit, max_bin
-        As in :func:`ctac_helpers.models.cv.cross_validate` (``max_bin`` defaults to
-        :data:`XGBOOST_MAX_BIN`, 256, here).
+    cohort, ct_features
+        As in :func:`ctac_helpers.models.cv.cross_validate`.
+    model, n_folds, seed, radiomics_subset, grid, structures, params, max_bin
+        As the fields of :class:`ctac_helpers.models.cv.CVConfig` (one model here; ``max_bin`` defaults
+        to :data:`XGBOOST_MAX_BIN`, 256).
+    device, threads_per_fit
+        As the fields of :class:`ctac_helpers.models.cv.Execution`.
     max_folds : int, optional
         Run only the first ``max_folds`` outer folds (the benchmark extrapolates from them).
     n_jobs : int

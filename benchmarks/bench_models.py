@@ -63,15 +63,16 @@ def _timed(fn):
 
 def chapter_work(data, args, grid, procedure: str, traces: bool):
     """Chapter 5's model fitting: the grid search of the five models, then Supplementary Table 10."""
-    opts = dict(n_folds=args.n_folds, seed=args.seed, grid=grid, early_stopping_rounds=args.early_stopping_rounds,
-                n_jobs=args.n_jobs, max_bin=args.max_bin, procedure=procedure)
-    cv, cv_wall, cv_cpu = _timed(lambda: models.cross_validate(
-        data.cohort, data.ct_features, models=XGB_MODELS, keep_boosters=None, record_traces=traces, **opts))
+    config = models.CVConfig(models=XGB_MODELS, n_folds=args.n_folds, seed=args.seed, grid=grid,
+                             early_stopping_rounds=args.early_stopping_rounds, max_bin=args.max_bin,
+                             procedure=procedure, keep_boosters=None, record_traces=traces,
+                             execution=models.Execution(n_jobs=args.n_jobs))
+    cv, cv_wall, cv_cpu = _timed(lambda: models.cross_validate(data.cohort, data.ct_features, config))
     t10 = None, 0.0, 0.0
     if not args.no_table10:
-        t10 = _timed(lambda: models.cross_validate(
-            data.cohort, data.ct_features, models=TABLE10_MODELS, comparators=(), radiomics_subset="all",
-            keep_boosters=None, chosen=cv.best_params, chosen_trees=True, **opts))
+        table10 = config.replace(models=TABLE10_MODELS, comparators=(), radiomics_subset="all", record_traces=False)
+        t10 = _timed(lambda: models.cross_validate(data.cohort, data.ct_features, table10, chosen=cv.best_params,
+                                                   chosen_trees=True))
     return {"cv": cv, "cv_wall": cv_wall, "cv_cpu": cv_cpu, "t10": t10[0], "t10_wall": t10[1], "t10_cpu": t10[2]}
 
 

@@ -35,8 +35,9 @@ def test_authors_gridsearch_uses_the_folds_of_cross_validate(dataset_400):
     seed = 11
     fast = {**models.AUTHORS_FIXED_PARAMS, "eta": 0.3}
     grid = {"colsample_bytree": [0.8, 1.0], "n_estimators": [30], "max_depth": [2], "min_child_weight": [1]}
-    cv = models.cross_validate(dataset_400.cohort, None, models=("eat",), n_folds=4, seed=seed, grid=grid,
-                               early_stopping_rounds=5, params=fast, device="cpu", comparators=())
+    cv = models.cross_validate(dataset_400.cohort, None, models.CVConfig(
+        models=("eat",), n_folds=4, seed=seed, grid=grid, early_stopping_rounds=5, params=fast, comparators=(),
+        execution=models.Execution(device="cpu")))
     auth = authors_grid.authors_gridsearch(dataset_400.cohort, None, model="eat", n_folds=4, seed=seed,
                                            grid={"n_estimators": [5, 10], "max_depth": [2]}, max_folds=1,
                                            params=fast, device="cpu", cv=2)
@@ -93,10 +94,10 @@ def test_choose_takes_the_first_of_equal_points_among_those_left():
 
 def test_replay_of_the_full_grid_is_the_book(dataset_400):
     grid = {"colsample_bytree": [0.6, 1.0], "n_estimators": [40], "max_depth": [2, 3], "min_child_weight": [1]}
-    cv = models.cross_validate(dataset_400.cohort, dataset_400.ct_features, models=("eat", "ai_ctac"), n_folds=3,
-                               seed=5, grid=grid, early_stopping_rounds=5, keep_boosters=None, device="cpu",
-                               comparators=(), params={**models.AUTHORS_FIXED_PARAMS, "eta": 0.3},
-                               record_traces=True)
+    cv = models.cross_validate(dataset_400.cohort, dataset_400.ct_features, models.CVConfig(
+        models=("eat", "ai_ctac"), n_folds=3, seed=5, grid=grid, early_stopping_rounds=5, keep_boosters=None,
+        comparators=(), params={**models.AUTHORS_FIXED_PARAMS, "eta": 0.3}, record_traces=True,
+        execution=models.Execution(device="cpu")))
     everything = bench_models.replay(cv, lambda curves: ([len(c) for c in curves], [True] * len(curves)))
     assert everything["trees_ratio"] == 1.0 and everything["changed"] == 0 and everything["tasks"] == 6
     assert all(d == 0.0 for d in everything["d_auc"].values())

@@ -4,18 +4,25 @@ Small on purpose: a few hundred synthetic patients, tiny grids and few trees (th
 is measured by benchmarks/bench_models.py, not here).
 """
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
 
 from ctac_helpers.core import manifest
+from ctac_helpers import models as models_pkg
 from ctac_helpers.models import cv as models
 
 SEED = 11
 # Few, shallow, fast-learning trees: the tests check the procedure, not the model.
 FAST = {**models.AUTHORS_FIXED_PARAMS, "eta": 0.3}
 GRID = {"colsample_bytree": [0.8, 1.0], "n_estimators": [30], "max_depth": [2], "min_child_weight": [1]}
+CPU = models.Execution(device="cpu")
+# The tests' procedure: two models on 4 folds, the tiny grid and fast trees, on the CPU.
+SMALL = models.CVConfig(models=("eat", "ai_ctac"), n_folds=4, seed=SEED, grid=GRID, early_stopping_rounds=5,
+                        params=FAST, keep_boosters=None, execution=CPU)
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +33,7 @@ def data(dataset_400):
 
 @pytest.fixture(scope="module")
 def cv(data):
-    return models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4,
-                                 seed=SEED, grid=GRID, early_stopping_rounds=5, params=FAST,
-                                 keep_boosters=True, device="cpu")
+    return models.cross_validate(data.cohort, data.ct_features, SMALL.replace(keep_boosters=True))
 
 
 # -- feature sets -----------------------------------------------------------------------------------
@@ -117,11 +122,10 @@ def test_each_patient_tested_once_in_stratified_folds(cv, data):
 
 
 def test_same_seed_identical_different_seed_different(data, cv):
-    kw = dict(models=("eat",), n_folds=4, grid=GRID, early_stopping_rounds=5, params=FAST, device="cpu",
-              comparators=())
-    a = models.cross_validate(data.cohort, data.ct_features, seed=SEED, **kw).predictions
-    b = models.cross_validate(data.cohort, data.ct_features, seed=SEED, n_jobs=2, **kw).predictions
-    c = models.cross_validate(data.cohort, data.ct_features, seed=SEED + 1, **kw).predictions
+    eat = SMALL.replace(models=("eat",), comparators=())
+    a = models.cross_validate(data.cohort, data.ct_features, eat).predictions
+    b = models.cross_validate(data.cohort, data.ct_features, eat.replace(execution=CPU.replace(n_jobs=2))).predictions
+    c = models.cross_validate(data.cohort, data.ct_features, eat.replace(seed=SEED + 1)).predictions
     ref = cv.predictions[cv.predictions["model"] == "eat"].reset_index(drop=True)
     pd.testing.assert_frame_equal(a, ref)
     pd.testing.assert_frame_equal(a, b)  # worker processes give the same numbers
@@ -133,20 +137,18 @@ def test_same_seed_identical_different_seed_different(data, cv):
 def test_a_dask_scheduler_gives_the_same_predictions(data, cv):
     from distributed import LocalCluster
 
-    kw = dict(models=("eat",), n_folds=4, grid=GRID, early_stopping_rounds=5, params=FAST, device="cpu",
-              comparators=(), seed=SEED)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
-        on_dask = models.cross_validate(data.cohort, data.ct_features, scheduler=cluster.scheduler_address, **kw)
+        on_dask = models.cross_validate(data.cohort, data.ct_features, SMALL.replace(
+            models=("eat",), comparators=(), execution=CPU.replace(scheduler=cluster.scheduler_address)))
     ref = cv.predictions[cv.predictions["model"] == "eat"].reset_index(drop=True)
     pd.testing.assert_frame_equal(on_dask.predictions, ref)
     assert on_dask.config["scheduler"] == cluster.scheduler_address and on_dask.cpu_s > 0
 
 
 def test_early_stopping_keeps_fewer_trees_than_the_cap(data):
-    res = models.cross_validate(data.cohort, None, models=("ai_spect",), n_folds=3, seed=SEED,
-                                grid={"n_estimators": [300], "max_depth": [3], "min_child_weight": [1]},
-                                early_stopping_rounds=5, params={**FAST, "eta": 0.5}, device="cpu",
-                                comparators=(), keep_boosters=True)
+    res = models.cross_validate(data.cohort, None, SMALL.replace(
+        models=("ai_spect",), n_folds=3, grid={"n_estimators": [300], "max_depth": [3], "min_child_weight": [1]},
+        params={**FAST, "eta": 0.5}, comparators=(), keep_boosters=True))
     assert (res.best_params["n_estimators"] < 300).all()
     assert (res.grid_results["trees_fit"] == res.grid_results["n_estimators"] + 5).all()
     # The kept booster holds exactly the early-stopped trees.
@@ -155,41 +157,34 @@ def test_early_stopping_keeps_fewer_trees_than_the_cap(data):
 
 def test_chosen_reuses_each_folds_grid_point_with_one_fit(data, cv):
     # The same procedure and folds with the earlier run's choices: one fit per fold, same scores.
-    again = models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4,
-                                  seed=SEED, grid=GRID, early_stopping_rounds=5, params=FAST,
-                                  keep_boosters=None, device="cpu", chosen=cv.best_params)
+    again = models.cross_validate(data.cohort, data.ct_features, SMALL, chosen=cv.best_params)
     assert (again.timings["n_fits"] == 1).all()
     keys = ["model", "fold", "colsample_bytree", "max_depth", "min_child_weight", "n_estimators"]
     pd.testing.assert_frame_equal(again.best_params[keys], cv.best_params[keys])
     pd.testing.assert_frame_equal(again.predictions, cv.predictions)
     assert again.config["reused_choice"] and not cv.config["reused_choice"]
     # 32 features instead of 15, on the 15-feature run's choices.
-    wide = models.cross_validate(data.cohort, data.ct_features, models=("ai_ctac",), n_folds=4, seed=SEED,
-                                 grid=GRID, early_stopping_rounds=5, params=FAST, keep_boosters=None,
-                                 device="cpu", chosen=cv.best_params, radiomics_subset="all", comparators=())
+    wide = models.cross_validate(data.cohort, data.ct_features, SMALL.replace(
+        models=("ai_ctac",), radiomics_subset="all", comparators=()), chosen=cv.best_params)
     chosen = cv.best_params[cv.best_params["model"] == "ai_ctac"].reset_index(drop=True)
     assert (wide.best_params["colsample_bytree"] == chosen["colsample_bytree"]).all()
     with pytest.raises(ValueError, match="0 rows for model 'ai_spect' fold 0"):
-        models.cross_validate(data.cohort, None, models=("ai_spect",), n_folds=4, seed=SEED, grid=GRID,
-                              params=FAST, device="cpu", chosen=cv.best_params)
+        models.cross_validate(data.cohort, None, SMALL.replace(models=("ai_spect",)), chosen=cv.best_params)
     off_grid = cv.best_params.assign(max_depth=7)
     with pytest.raises(ValueError, match="not on the grid"):
-        models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, seed=SEED, grid=GRID,
-                              params=FAST, device="cpu", chosen=off_grid)
+        models.cross_validate(data.cohort, None, SMALL.replace(models=("eat",)), chosen=off_grid)
 
 
 def test_chosen_trees_refits_exactly_the_kept_trees(data, cv):
     # Fitting exactly the kept number of trees reproduces the early-stopped models' scores.
-    again = models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4,
-                                  seed=SEED, grid=GRID, early_stopping_rounds=5, params=FAST,
-                                  keep_boosters=None, device="cpu", chosen=cv.best_params, chosen_trees=True)
+    again = models.cross_validate(data.cohort, data.ct_features, SMALL, chosen=cv.best_params, chosen_trees=True)
     assert (again.timings["trees"].to_numpy() == again.best_params["n_estimators"].to_numpy()).all()
     pd.testing.assert_frame_equal(again.best_params[["model", "fold", "n_estimators"]],
                                   cv.best_params[["model", "fold", "n_estimators"]])
     pd.testing.assert_frame_equal(again.predictions, cv.predictions)
     assert again.config["reused_trees"]
     with pytest.raises(ValueError, match="pass chosen as well"):
-        models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, chosen_trees=True)
+        models.cross_validate(data.cohort, None, SMALL.replace(models=("eat",)), chosen_trees=True)
 
 
 def test_book_procedure_equals_the_reference_procedure(data):
@@ -198,10 +193,9 @@ def test_book_procedure_equals_the_reference_procedure(data):
     # (well within the 0.002 that issue 18 allows), for the grid search and for the refit of
     # reused choices on 32 radiomics features (Supplementary Table 10).
     grid = {"colsample_bytree": [0.6, 1.0], "n_estimators": [40], "max_depth": [2, 3], "min_child_weight": [1]}
-    kw = dict(models=("eat", "ai_ctac", "ai_spect", "ai_hybrid", "all"), n_folds=4, seed=SEED, grid=grid,
-              early_stopping_rounds=5, params=FAST, keep_boosters=None, device="cpu")
-    book = models.cross_validate(data.cohort, data.ct_features, **kw)
-    ref = models.cross_validate(data.cohort, data.ct_features, procedure="reference", **kw)
+    config = SMALL.replace(models=("eat", "ai_ctac", "ai_spect", "ai_hybrid", "all"), grid=grid)
+    book = models.cross_validate(data.cohort, data.ct_features, config)
+    ref = models.cross_validate(data.cohort, data.ct_features, config.replace(procedure="reference"))
     assert book.config["procedure"] == "book" and ref.config["procedure"] == "reference"
     pd.testing.assert_frame_equal(book.best_params, ref.best_params)
     pd.testing.assert_frame_equal(book.predictions, ref.predictions)
@@ -210,14 +204,14 @@ def test_book_procedure_equals_the_reference_procedure(data):
     assert len(aucs) == 7 and (aucs["auc_book"] - aucs["auc_ref"]).abs().max() <= 0.002
     # more than one grid point is chosen across models and folds: the choice is exercised
     assert book.best_params[["colsample_bytree", "max_depth"]].drop_duplicates().shape[0] > 1
-    wide = dict(kw, models=("all", "ai_ctac", "ai_hybrid"), comparators=(), radiomics_subset="all",
-                chosen=book.best_params, chosen_trees=True)
-    book32 = models.cross_validate(data.cohort, data.ct_features, **wide)
-    ref32 = models.cross_validate(data.cohort, data.ct_features, procedure="reference", **wide)
+    wide = config.replace(models=("all", "ai_ctac", "ai_hybrid"), comparators=(), radiomics_subset="all")
+    reuse = dict(chosen=book.best_params, chosen_trees=True)
+    book32 = models.cross_validate(data.cohort, data.ct_features, wide, **reuse)
+    ref32 = models.cross_validate(data.cohort, data.ct_features, wide.replace(procedure="reference"), **reuse)
     pd.testing.assert_frame_equal(book32.predictions, ref32.predictions)
     pd.testing.assert_frame_equal(book32.best_params, ref32.best_params)
     with pytest.raises(ValueError, match="allowed: book, reference"):
-        models.cross_validate(data.cohort, None, models=("eat",), procedure="fast")
+        config.replace(procedure="fast")
 
 
 def test_book_procedure_evaluates_reused_trees_once(data, cv, monkeypatch):
@@ -231,27 +225,23 @@ def test_book_procedure_evaluates_reused_trees_once(data, cv, monkeypatch):
         return train(*args, **kwargs)
 
     monkeypatch.setattr(xgb, "train", spy)  # n_jobs=1: the folds run in this process
-    kw = dict(models=("eat", "ai_ctac"), n_folds=4, seed=SEED, grid=GRID, params=FAST, keep_boosters=None,
-              device="cpu", n_jobs=1, chosen=cv.best_params, chosen_trees=True)
-    book = models.cross_validate(data.cohort, data.ct_features, **kw)
+    reuse = dict(chosen=cv.best_params, chosen_trees=True)
+    book = models.cross_validate(data.cohort, data.ct_features, SMALL, **reuse)
     assert len(calls) == 8 and all(c == (None, 0) for c in calls)
     calls.clear()
-    ref = models.cross_validate(data.cohort, data.ct_features, procedure="reference", **kw)
+    ref = models.cross_validate(data.cohort, data.ct_features, SMALL.replace(procedure="reference"), **reuse)
     assert len(calls) == 8 and all(c == (None, 1) for c in calls)
     pd.testing.assert_frame_equal(book.predictions, ref.predictions)
     pd.testing.assert_frame_equal(book.grid_results.drop(columns="wall_s"), ref.grid_results.drop(columns="wall_s"))
     # with early stopping both evaluate every round: the grid search is the same work
     calls.clear()
-    models.cross_validate(data.cohort, data.ct_features, models=("eat",), n_folds=4, seed=SEED, grid=GRID,
-                          early_stopping_rounds=5, params=FAST, keep_boosters=None, device="cpu", n_jobs=1)
+    models.cross_validate(data.cohort, data.ct_features, SMALL.replace(models=("eat",)))
     assert calls and all(c == (5, 1) for c in calls)
     assert (book.timings["data_cpu_s"] >= 0).all() and (book.timings["data_cpu_s"] <= book.timings["cpu_s"]).all()
 
 
 def test_record_traces_keeps_each_grid_points_rounds_and_test_scores(data, cv):
-    res = models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4,
-                                seed=SEED, grid=GRID, early_stopping_rounds=5, params=FAST,
-                                keep_boosters=None, device="cpu", record_traces=True)
+    res = models.cross_validate(data.cohort, data.ct_features, SMALL.replace(record_traces=True))
     assert cv.traces is None
     pd.testing.assert_frame_equal(res.predictions, cv.predictions)
     t = res.traces.merge(res.grid_results, on=["model", "fold", "grid_point"])
@@ -269,25 +259,100 @@ def test_record_traces_keeps_each_grid_points_rounds_and_test_scores(data, cv):
         np.testing.assert_array_equal(trace["test_score"].iloc[0].astype(np.float64), pred["score"].to_numpy())
 
 
-def test_cross_validate_rejects_bad_arguments(data):
-    with pytest.raises(ValueError, match="unknown model 'ctac'"):
-        models.cross_validate(data.cohort, data.ct_features, models=("ctac",))
-    with pytest.raises(ValueError, match="allowed: auc, logloss"):
-        models.cross_validate(data.cohort, None, models=("eat",), stopping_metric="error")
-    with pytest.raises(ValueError, match="allowed: train, full"):
-        models.cross_validate(data.cohort, None, models=("eat",), refit="all")
-    with pytest.raises(ValueError, match="allowed: auto, cpu, cuda"):
-        models.cross_validate(data.cohort, None, models=("eat",), device="tpu")
-    with pytest.raises(ValueError, match="n_estimators"):
-        models.cross_validate(data.cohort, None, models=("eat",), grid={"max_depth": [2]})
+@pytest.mark.parametrize("change, message", [
+    (dict(models=("ctac",)), "unknown model 'ctac'; allowed: eat, cac"),
+    (dict(models="eat"), "models must be a sequence of names"),
+    (dict(models=()), "models is empty"),
+    (dict(models=("eat", "eat")), "duplicated model names"),
+    (dict(comparators=("eat",)), "comparator 'eat' is not univariate; allowed: cac, perfusion"),
+    (dict(n_folds=1), "n_folds must be an integer >= 2, got 1"),
+    (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+    (dict(seed=1.5), "seed must be an integer >= 0"),
+    (dict(radiomics_subset="subset32"), "unknown radiomics subset 'subset32'; allowed: 'subset15', 'all'"),
+    (dict(structures=()), "structures is empty"),
+    (dict(structures="heart"), "structures must be a sequence of names"),
+    (dict(grid={"max_depth": [2]}), "grid must hold 'n_estimators'"),
+    (dict(grid={"n_estimators": [30], "max_depth": []}), r"grid\['max_depth'\] must be a non-empty list"),
+    (dict(early_stopping_rounds=0), "early_stopping_rounds must be a positive integer, got 0"),
+    (dict(early_stopping_rounds=None), "early_stopping_rounds is required by the book's procedure"),
+    (dict(stopping_metric="error"), "unknown stopping_metric 'error'; allowed: auc, logloss"),
+    (dict(refit="all"), "unknown refit policy 'all'; allowed: train, full"),
+    (dict(validation_size=1.0), r"validation_size must lie in \(0, 1\), got 1.0"),
+    (dict(params=[("eta", 0.3)]), "params must be a mapping"),
+    (dict(max_bin=1), "max_bin must be an integer >= 2, got 1"),
+    (dict(procedure="fast"), "unknown procedure 'fast'; allowed: book, reference"),
+    (dict(keep_boosters=("ai_ct",)), r"unknown models in keep_boosters \['ai_ct'\]; allowed: eat, cac"),
+    (dict(record_traces="yes"), "record_traces must be True or False"),
+])
+def test_cv_config_rejects_each_bad_value_by_name(change, message):
+    with pytest.raises(ValueError, match=message):
+        models.CVConfig(**change)
+    with pytest.raises(ValueError, match=message):  # a derived config is checked as well
+        SMALL.replace(**change)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(n_jobs=0), "n_jobs must be a positive integer or -1, got 0"),
+    (dict(n_jobs=-2), "n_jobs must be a positive integer or -1"),
+    (dict(threads_per_fit=0), "threads_per_fit must be a positive integer, got 0"),
+    (dict(device="tpu"), "unknown device 'tpu'; allowed: auto, cpu, cuda"),
+    (dict(scheduler=""), "scheduler must be None .* or a Dask scheduler's address"),
+])
+def test_execution_rejects_each_bad_value_by_name(change, message):
+    with pytest.raises(ValueError, match=message):
+        models.Execution(**change)
+    with pytest.raises(ValueError, match=message):
+        CPU.replace(**change)
+
+
+def test_cv_config_is_frozen_data_and_derives_checked_copies():
+    default = models.CVConfig()
+    assert default.models == ("eat", "ai_ctac", "ai_spect", "ai_hybrid", "all")
+    assert default.comparators == ("cac", "perfusion") and default.keep_boosters == ("ai_ctac",)
+    assert default.grid == {k: tuple(v) for k, v in models.AUTHORS_GRID.items()}
+    assert default.max_bin == models.BOOK_MAX_BIN and default.execution == models.Execution()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        default.n_folds = 3
+    # sequences are stored as tuples, a copy: changing the caller's list changes nothing
+    grid = {"n_estimators": [30], "max_depth": [2, 3]}
+    names = ["eat", "ai_ctac"]
+    config = models.CVConfig(models=names, grid=grid, structures=["heart"], keep_boosters="eat", params=FAST)
+    names.append("all")
+    grid["max_depth"].append(4)
+    assert config.models == ("eat", "ai_ctac") and config.grid == {"n_estimators": (30,), "max_depth": (2, 3)}
+    assert config.structures == ("heart",) and config.keep_boosters == ("eat",) and config.params == FAST
+    assert models.CVConfig(keep_boosters=None).keep_boosters == () and models.CVConfig(keep_boosters=True).keep_boosters
+    # replace: only the named fields change; dataclasses.replace does the same
+    wide = config.replace(models=("ai_ctac",), radiomics_subset="all")
+    assert (wide.models, wide.radiomics_subset) == (("ai_ctac",), "all")
+    assert wide.replace(models=config.models, radiomics_subset="subset15") == config
+    assert dataclasses.replace(config, radiomics_subset="all", models=("ai_ctac",)) == wide
+    faster = config.replace(execution=config.execution.replace(n_jobs=4))
+    assert faster.execution.n_jobs == 4 and config.execution.n_jobs == 1
+    assert faster.replace(execution=models.Execution()) == config
+    with pytest.raises(TypeError, match="execution must be an Execution"):
+        models.CVConfig(execution={"n_jobs": 2})
+    with pytest.raises(TypeError):
+        config.replace(n_jobs=2)  # not a field of CVConfig: of its execution
+
+
+def test_cross_validate_takes_a_config_and_per_call_choices(data, cv):
+    with pytest.raises(TypeError, match="config must be a CVConfig"):
+        models.cross_validate(data.cohort, data.ct_features, {"models": ("eat",)})
+    with pytest.raises(TypeError):
+        models.cross_validate(data.cohort, data.ct_features, models=("eat",))  # the old keywords are gone
+    # the result records the settings as a plain dict, the device resolved and the comparators appended
+    assert cv.config["models"] == ["eat", "ai_ctac", "cac", "perfusion"] and cv.config["device"] == "cpu"
+    assert cv.config["grid"] == {k: list(v) for k, v in GRID.items()} and cv.config["n_jobs"] == 1
+    assert cv.config["params"] == {"max_bin": models.BOOK_MAX_BIN, **FAST}
+    assert models.CVConfig is models_pkg.CVConfig and models.Execution is models_pkg.Execution
 
 
 def test_refit_full_refits_on_the_whole_training_part(data):
     # the authors' GridSearchCV, which uses the same folds, is tested with its benchmark
     # (tests/test_benchmarks.py)
-    full = models.cross_validate(data.cohort, None, models=("eat",), n_folds=4, seed=SEED, grid=GRID,
-                                 early_stopping_rounds=5, params=FAST, refit="full", device="cpu",
-                                 comparators=(), keep_boosters=True)
+    full = models.cross_validate(data.cohort, None, SMALL.replace(models=("eat",), refit="full", comparators=(),
+                                                                  keep_boosters=True))
     assert (full.timings["n_fits"] == 3).all()
     assert [b.num_boosted_rounds() for b in full.boosters["eat"]] == list(full.best_params["n_estimators"])
 

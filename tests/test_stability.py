@@ -80,9 +80,10 @@ def _same_in_every_fold(choice, n_folds):
 def test_fixed_cv_reproduces_cross_validate_with_the_same_choice_in_every_fold(data):
     choice = pd.DataFrame({"model": ["eat", "ai_ctac"], "colsample_bytree": [0.8, 1.0], "max_depth": [2, 2],
                            "min_child_weight": [1, 1], "n_estimators": [7, 12]})
-    cv = models.cross_validate(data.cohort, data.ct_features, models=("eat", "ai_ctac"), n_folds=4, seed=SEED,
-                               grid=GRID, early_stopping_rounds=5, params=FAST, keep_boosters=None, device="cpu",
-                               chosen=_same_in_every_fold(choice, 4), chosen_trees=True)
+    config = models.CVConfig(models=("eat", "ai_ctac"), n_folds=4, seed=SEED, grid=GRID, early_stopping_rounds=5,
+                             params=FAST, keep_boosters=None, execution=models.Execution(device="cpu"))
+    cv = models.cross_validate(data.cohort, data.ct_features, config, chosen=_same_in_every_fold(choice, 4),
+                               chosen_trees=True)
     scores = stability.fixed_cv(data.cohort, data.ct_features, choice, plan=[(SEED, 1.0)], n_folds=4, params=FAST)
     ours = scores.set_index(["model", "patient_id"])["score"]
     theirs = cv.predictions.set_index(["model", "patient_id"])["score"]

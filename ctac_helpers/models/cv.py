@@ -32,6 +32,15 @@ Nearly all the time is spent growing trees; every grid point runs to its own ear
 successive halving or racing over the grid changes the chosen points (the benchmark replays them on
 the recorded rounds: the points that lead early are often those that stop after a few trees).
 
+Settings (:class:`CVConfig`, as data)
+-------------------------------------
+:func:`cross_validate` takes its settings as one frozen :class:`CVConfig` (what to fit and how to choose
+it) holding an :class:`Execution` (where the fits run: processes, device, threads, Dask scheduler). Both
+check themselves when made, with the same checks as the other procedures (:func:`check_cv_arguments`,
+:func:`check_workers`, :func:`check_max_bin`, :func:`check_device`), so a wrong value fails before any
+fit; variants are derived with ``config.replace(...)``. The choices of an earlier run (``chosen``,
+``chosen_trees``) are data of one call, not settings, and stay arguments.
+
 Determinism: the outer folds, the inner split and xgboost's ``seed`` derive from one seed and the
 fold number; every fit runs with a fixed number of threads (``threads_per_fit``, default 1) and
 xgboost's CPU ``hist`` histograms are reduced in a fixed order, so the same seed gives identical
@@ -42,6 +51,7 @@ repeat exactly, but GPU and CPU results differ slightly from each other.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import json
@@ -64,12 +74,16 @@ __all__ = [
     "AUTHORS_FIXED_PARAMS",
     "AUTHORS_GRID",
     "BOOK_MAX_BIN",
+    "CVConfig",
     "CVResult",
+    "Execution",
     "FEATURE_SETS",
     "IMPORTANCE_TYPES",
     "PSEUDO_STRUCTURES",
     "attach_scores",
     "check_cv_arguments",
+    "check_device",
+    "check_workers",
     "cross_validate",
     "default_structures",
     "feature_arrays",
@@ -154,6 +168,7 @@ BOOK_MAX_BIN = 16
 REFIT_POLICIES = ("train", "full")
 PROCEDURES = ("book", "reference")
 DEVICES = ("auto", "cpu", "cuda")
+RADIOMICS_SUBSETS = ("subset15", "all")
 # Types whose per-feature values add up to a structure's value, and the per-split averages that
 # are computed as a ratio of two such sums (see structure_importance).
 IMPORTANCE_TYPES = ("total_gain", "gain", "weight", "total_cover", "cover")
@@ -267,8 +282,8 @@ def feature_matrix(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, model
     if radiomics:
         features = manifest.radiomics_features(radiomics_subset)
         parts.append(_radiomics_block(cohort[ID], ct_features, features, structures))
-    elif radiomics_subset not in ("subset15", "all"):
-        raise ValueError(f"unknown radiomics subset {radiomics_subset!r}; allowed: 'subset15', 'all'")
+    else:
+        _check_radiomics_subset(radiomics_subset)
     levels = _categorical_levels()
     block = {}
     for c in columns:
@@ -288,6 +303,11 @@ def feature_matrix(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, model
     if not set(np.unique(y)) <= {0, 1}:
         raise ValueError("death must be 0/1")
     return X, y
+
+
+def _check_radiomics_subset(radiomics_subset) -> None:
+    if radiomics_subset not in RADIOMICS_SUBSETS:
+        raise ValueError(f"unknown radiomics subset {radiomics_subset!r}; allowed: 'subset15', 'all'")
 
 
 def _radiomics_block(ids: pd.Series, ct_features: pd.DataFrame | None, features: list[str],
@@ -453,6 +473,11 @@ def fold_seed(seed: int, fold: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(fold)]).generate_state(1)[0] % (2**31 - 1))
 
 
+def _check_validation_size(validation_size) -> None:
+    if not isinstance(validation_size, (int, float, np.integer, np.floating)) or not 0 < validation_size < 1:
+        raise ValueError(f"validation_size must lie in (0, 1), got {validation_size!r}")
+
+
 def inner_split(train_index: np.ndarray, y, seed: int,
                 validation_size: float = VALIDATION_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Stratified split of a fold's training patients into training and validation parts.
@@ -474,8 +499,7 @@ def inner_split(train_index: np.ndarray, y, seed: int,
     """
     from sklearn.model_selection import train_test_split
 
-    if not 0 < validation_size < 1:
-        raise ValueError(f"validation_size must lie in (0, 1), got {validation_size!r}")
+    _check_validation_size(validation_size)
     train_index = np.asarray(train_index)
     y = np.asarray(y).astype(int)
     tr, va = train_test_split(train_index, test_size=validation_size, stratify=y[train_index],
@@ -504,10 +528,16 @@ def gpu_available() -> bool:
     return device.startswith("cuda")
 
 
+def check_device(device) -> str:
+    """``device`` itself; ValueError unless one of :data:`DEVICES` (whether a GPU is there is not checked)."""
+    if not isinstance(device, str) or device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    return device
+
+
 def resolve_device(device: str) -> str:
     """The xgboost device for ``device``: ``auto`` gives ``cuda`` when a GPU is usable, else ``cpu``."""
-    if device not in DEVICES:
-        raise ValueError(f"unknown device {device!r}; allowed: {', '.join(DEVICES)}")
+    check_device(device)
     if device == "auto":
         return "cuda" if gpu_available() else "cpu"
     if device == "cuda" and not gpu_available():
@@ -726,11 +756,16 @@ def check_cv_arguments(models, n_folds, early_stopping_rounds, n_jobs, threads_p
     if early_stopping_rounds is not None and (not isinstance(early_stopping_rounds, (int, np.integer))
                                               or early_stopping_rounds < 1):
         raise ValueError(f"early_stopping_rounds must be a positive integer, got {early_stopping_rounds!r}")
+    check_workers(n_jobs, threads_per_fit)
+    return models
+
+
+def check_workers(n_jobs, threads_per_fit) -> None:
+    """ValueError unless ``n_jobs`` is a positive integer or -1 and ``threads_per_fit`` a positive integer."""
     if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
     if not isinstance(threads_per_fit, (int, np.integer)) or threads_per_fit < 1:
         raise ValueError(f"threads_per_fit must be a positive integer, got {threads_per_fit!r}")
-    return models
 
 
 def check_max_bin(max_bin) -> int:
@@ -754,43 +789,84 @@ def _keep_set(keep_boosters, models) -> set:
     return keep
 
 
-def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
-                   models: Sequence[str] = ("eat", "ai_ctac", "ai_spect", "ai_hybrid", "all"),
-                   n_folds: int = 10, seed: int = DEFAULT_SEED, radiomics_subset: str = "subset15",
-                   grid: Mapping[str, Sequence] = AUTHORS_GRID, early_stopping_rounds: int = 50,
-                   n_jobs: int = 1, *, comparators: Sequence[str] = ("cac", "perfusion"),
-                   structures: Sequence[str] | None = None, stopping_metric: str = "auc",
-                   refit: str = "train", keep_boosters=("ai_ctac",), params: Mapping | None = None,
-                   max_bin: int = BOOK_MAX_BIN, device: str = "auto", threads_per_fit: int = 1,
-                   validation_size: float = VALIDATION_SIZE, chosen: pd.DataFrame | None = None,
-                   chosen_trees: bool = False, scheduler: str | None = None, procedure: str = "book",
-                   record_traces: bool = False) -> CVResult:
-    """Out-of-fold mortality scores of each model, by the paper's cross-validation.
+def _names(value, what: str) -> tuple[str, ...]:
+    """A sequence of names as a tuple (a single string is refused: it would read as its letters)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{what} must be a sequence of names, got {value!r}")
+    return tuple(value)
 
-    Parameters
+
+@dataclass(frozen=True)
+class Execution:
+    """Where and how the fits of :func:`cross_validate` run.
+
+    None of these changes the results on one device: every (model, fold) task is seeded and runs a
+    fixed number of threads, wherever it runs. CPU and GPU results differ slightly.
+
+    Attributes
     ----------
-    cohort, ct_features : DataFrame
-        The cohort table and its CT features (see :func:`feature_matrix`).
+    n_jobs : int
+        Worker processes (joblib, loky) running (model, fold) tasks in parallel; 1 runs them in this
+        process, -1 uses every core. Ignored (tasks run in turn) on a GPU.
+    device : {'auto', 'cpu', 'cuda'}
+        ``'auto'``: CUDA when xgboost sees a GPU (resolved when :func:`cross_validate` runs).
+    threads_per_fit : int
+        xgboost threads per fit (fixed, so that results do not depend on ``n_jobs``).
+    scheduler : str or None
+        Address of an existing Dask scheduler (``tcp://host:8786``): the tasks run on its workers
+        instead of local processes (``n_jobs`` is then ignored), each model's feature matrix sent
+        once. None: local.
+
+    Raises
+    ------
+    ValueError
+        On construction, for a value out of range (the message names the allowed values).
+    """
+
+    n_jobs: int = 1
+    device: str = "auto"
+    threads_per_fit: int = 1
+    scheduler: str | None = None
+
+    def __post_init__(self):
+        check_workers(self.n_jobs, self.threads_per_fit)
+        check_device(self.device)
+        if self.scheduler is not None and (not isinstance(self.scheduler, str) or not self.scheduler):
+            raise ValueError("scheduler must be None (local processes) or a Dask scheduler's address such as "
+                             f"'tcp://host:8786', got {self.scheduler!r}")
+
+    def replace(self, **changes) -> Execution:
+        """A copy with some fields changed (checked again), as :func:`dataclasses.replace`."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    """What :func:`cross_validate` fits and how it chooses the models, as data.
+
+    Frozen and checked on construction, so that a wrong value fails before anything is fitted; derive
+    variants with :meth:`replace` (``config.replace(models=("ai_ctac",), radiomics_subset="all")``).
+    Sequences are stored as tuples and the grid as a dict of tuples.
+
+    Attributes
+    ----------
     models : sequence of str
-        Keys of :data:`FEATURE_SETS`. Univariate ones are scored by their variable.
+        Keys of :data:`FEATURE_SETS`; univariate ones are scored by their variable.
+    comparators : sequence of str
+        Univariate comparators appended to ``models`` (scored by their variable, no fitting).
     n_folds : int
         Outer stratified folds (10): every patient is tested exactly once.
     seed : int
         Seeds the outer folds, each fold's inner split and xgboost's ``seed`` (via :func:`fold_seed`).
     radiomics_subset : {'subset15', 'all'}
         Radiomics features of the CT models.
+    structures : sequence of str, optional
+        Structures of the radiomics block (default :func:`default_structures`).
     grid : mapping
         Hyper-parameter grid; ``n_estimators``' largest value caps the boosting rounds, every
         combination of the other keys is one early-stopped fit (the authors' grid: 8 fits per fold).
     early_stopping_rounds : int
         Rounds without improvement of ``stopping_metric`` on the validation part before stopping.
-    n_jobs : int
-        Worker processes (joblib, loky) running (model, fold) tasks in parallel; 1 runs them in this
-        process, -1 uses every core. Ignored (tasks run in turn) on a GPU.
-    comparators : sequence of str
-        Univariate comparators appended to ``models`` (scored by their variable, no fitting).
-    structures : sequence of str, optional
-        Structures of the radiomics block (default :func:`default_structures`).
     stopping_metric : {'auc', 'logloss'}
         Validation metric of early stopping. ``'auc'`` (default) is the authors' ``eval_metric``
         and the metric that chooses the grid point (their ``scoring='roc_auc'``). ``'logloss'`` is
@@ -803,24 +879,113 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         text describes (80% training, 20% validation, 10% testing); ``'full'`` refits on the fold's
         90% with the chosen parameters and number of trees, as ``GridSearchCV`` does in the authors'
         code (one more fit per fold).
-    keep_boosters : sequence of str, True or None
-        Models whose fold boosters are kept (for importance and SHAP); ``True`` keeps all.
+    validation_size : float
+        Share of the fold's training patients used for validation (0.2).
     params : mapping, optional
         Fixed xgboost parameters (default :data:`AUTHORS_FIXED_PARAMS`: eta 0.01, subsample 0.8,
         gamma 1, hist).
     max_bin : int
         Histogram bins (default 16, see :data:`BOOK_MAX_BIN`; xgboost's default is 256). A
         ``max_bin`` in ``params`` wins.
-    device : {'auto', 'cpu', 'cuda'}
-        ``'auto'``: CUDA when xgboost sees a GPU.
-    threads_per_fit : int
-        xgboost threads per fit (fixed, so that results do not depend on ``n_jobs``).
-    validation_size : float
-        Share of the fold's training patients used for validation (0.2).
-    scheduler : str, optional
-        Address of an existing Dask scheduler (``tcp://host:8786``): the (model, fold) tasks run on
-        its workers instead of local processes (``n_jobs`` is then ignored), each model's feature
-        matrix sent once. Results are identical: every task is seeded and single-threaded.
+    procedure : {'book', 'reference'}
+        ``'reference'`` runs the procedure as it was before issue 18 (every fit evaluated on the
+        validation part after each boosting round, also when nothing stops early); ``'book'``
+        evaluates per round only where early stopping needs it. Both give identical predictions,
+        choices and trees; ``benchmarks/bench_models.py`` times them side by side.
+    keep_boosters : sequence of str, True or None
+        Models whose fold boosters are kept (for importance and SHAP); ``True`` keeps all, None
+        (stored as ``()``) none.
+    record_traces : bool
+        Keep each grid point's per-round validation AUC and test scores in ``CVResult.traces``
+        (for the benchmark's replay of other grid-search policies, such as successive halving).
+    execution : Execution
+        Where and how the fits run (workers, device, threads, Dask scheduler).
+
+    Raises
+    ------
+    ValueError
+        On construction: unknown models, comparators, metrics, refit policies, procedures, subsets or
+        devices, or invalid numbers (the message names the allowed values).
+    """
+
+    models: Sequence[str] = ("eat", "ai_ctac", "ai_spect", "ai_hybrid", "all")
+    comparators: Sequence[str] = ("cac", "perfusion")
+    n_folds: int = 10
+    seed: int = DEFAULT_SEED
+    radiomics_subset: str = "subset15"
+    structures: Sequence[str] | None = None
+    grid: Mapping[str, Sequence] = field(default_factory=lambda: dict(AUTHORS_GRID))
+    early_stopping_rounds: int = 50
+    stopping_metric: str = "auc"
+    refit: str = "train"
+    validation_size: float = VALIDATION_SIZE
+    params: Mapping | None = None
+    max_bin: int = BOOK_MAX_BIN
+    procedure: str = "book"
+    keep_boosters: Sequence[str] | bool | None = ("ai_ctac",)
+    record_traces: bool = False
+    execution: Execution = field(default_factory=Execution)
+
+    def __post_init__(self):
+        set_ = functools.partial(object.__setattr__, self)  # frozen: normalise in place once
+        if not isinstance(self.execution, Execution):
+            raise TypeError(f"execution must be an Execution, got {type(self.execution).__name__}")
+        set_("models", _names(self.models, "models"))
+        check_cv_arguments(self.models, self.n_folds, self.early_stopping_rounds, self.execution.n_jobs,
+                           self.execution.threads_per_fit)
+        if self.early_stopping_rounds is None:
+            raise ValueError("early_stopping_rounds is required by the book's procedure")
+        set_("comparators", _names(self.comparators, "comparators"))
+        for c in self.comparators:
+            if _check_model(c)["kind"] != "univariate":
+                raise ValueError(f"comparator {c!r} is not univariate; allowed: {', '.join(model_names('univariate'))}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        _check_radiomics_subset(self.radiomics_subset)
+        if self.structures is not None:
+            set_("structures", _names(self.structures, "structures"))
+            if not self.structures:
+                raise ValueError("structures is empty; None takes the default structures")
+        grid_points(self.grid)  # checks the grid
+        set_("grid", {k: tuple(v) for k, v in self.grid.items()})
+        if self.stopping_metric not in STOPPING_METRICS:
+            raise ValueError(f"unknown stopping_metric {self.stopping_metric!r}; allowed: {', '.join(STOPPING_METRICS)}")
+        if self.refit not in REFIT_POLICIES:
+            raise ValueError(f"unknown refit policy {self.refit!r}; allowed: {', '.join(REFIT_POLICIES)}")
+        if self.procedure not in PROCEDURES:
+            raise ValueError(f"unknown procedure {self.procedure!r}; allowed: {', '.join(PROCEDURES)}")
+        _check_validation_size(self.validation_size)
+        if self.params is not None:
+            if not isinstance(self.params, Mapping):
+                raise ValueError(f"params must be a mapping of xgboost parameters or None, got {self.params!r}")
+            set_("params", dict(self.params))
+        set_("max_bin", check_max_bin(self.max_bin))
+        _keep_set(self.keep_boosters, self.models)  # checks the names
+        if self.keep_boosters is not True:
+            set_("keep_boosters", () if self.keep_boosters in (False, None)
+                 else (self.keep_boosters,) if isinstance(self.keep_boosters, str) else tuple(self.keep_boosters))
+        if not isinstance(self.record_traces, bool):
+            raise ValueError(f"record_traces must be True or False, got {self.record_traces!r}")
+
+    def replace(self, **changes) -> CVConfig:
+        """A copy with some fields changed (checked again), as :func:`dataclasses.replace`.
+
+        For the execution: ``config.replace(execution=config.execution.replace(n_jobs=4))``.
+        """
+        return dataclasses.replace(self, **changes)
+
+
+def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, config: CVConfig = CVConfig(), *,
+                   chosen: pd.DataFrame | None = None, chosen_trees: bool = False) -> CVResult:
+    """Out-of-fold mortality scores of each model, by the paper's cross-validation.
+
+    Parameters
+    ----------
+    cohort, ct_features : DataFrame
+        The cohort table and its CT features (see :func:`feature_matrix`).
+    config : CVConfig
+        The models, folds, seed, grid and procedure, and where the fits run (``config.execution``);
+        default the book's procedure on the five XGBoost models and the two comparators.
     chosen : DataFrame, optional
         The ``best_params`` of an earlier run (same seed and folds): each model and fold then fits
         only the grid point chosen there, still early-stopped on the validation part. Sensitivity
@@ -830,45 +995,40 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         With ``chosen``: also reuse the number of trees chosen there (``n_estimators``), fitting
         exactly that many without early stopping, so that the two runs differ only in their
         features. Sensitivity analyses then cost a fraction of a fit with early stopping.
-    procedure : {'book', 'reference'}
-        ``'reference'`` runs the procedure as it was before issue 18 (every fit evaluated on the
-        validation part after each boosting round, also when nothing stops early); ``'book'``
-        evaluates per round only where early stopping needs it. Both give identical predictions,
-        choices and trees; ``benchmarks/bench_models.py`` times them side by side.
-    record_traces : bool
-        Keep each grid point's per-round validation AUC and test scores in ``CVResult.traces``
-        (for the benchmark's replay of other grid-search policies, such as successive halving).
 
     Returns
     -------
     CVResult
+        Its ``config`` records the settings as a plain dict (the device resolved, the structures
+        listed, the comparators appended to the models).
 
     Raises
     ------
     ValueError
-        Unknown models, metrics, refit policies or devices, or invalid numbers.
+        ``chosen_trees`` without ``chosen``, a ``chosen`` table without a row per model and fold or
+        off the grid, ``device='cuda'`` without a usable GPU, or a cohort that the folds or the
+        feature sets cannot use. (A wrong setting fails earlier, when the :class:`CVConfig` is made.)
+
+    Examples
+    --------
+    >>> config = CVConfig(models=("eat", "ai_ctac"), n_folds=4, execution=Execution(n_jobs=2))  # doctest: +SKIP
+    >>> cv = cross_validate(cohort, ct_features, config)  # doctest: +SKIP
+    >>> cv32 = cross_validate(cohort, ct_features, config.replace(radiomics_subset="all"),
+    ...                       chosen=cv.best_params, chosen_trees=True)  # doctest: +SKIP
     """
     t_wall, t_cpu = time.perf_counter(), time.process_time()
-    models = check_cv_arguments(models, n_folds, early_stopping_rounds, n_jobs, threads_per_fit)
-    for c in comparators:
-        if _check_model(c)["kind"] != "univariate":
-            raise ValueError(f"comparator {c!r} is not univariate; allowed: {', '.join(model_names('univariate'))}")
-    models += [c for c in comparators if c not in models]
-    if stopping_metric not in STOPPING_METRICS:
-        raise ValueError(f"unknown stopping_metric {stopping_metric!r}; allowed: {', '.join(STOPPING_METRICS)}")
-    if refit not in REFIT_POLICIES:
-        raise ValueError(f"unknown refit policy {refit!r}; allowed: {', '.join(REFIT_POLICIES)}")
-    if early_stopping_rounds is None:
-        raise ValueError("early_stopping_rounds is required by the book's procedure")
+    if not isinstance(config, CVConfig):
+        raise TypeError(f"config must be a CVConfig, got {type(config).__name__}")
     if chosen_trees and chosen is None:
         raise ValueError("chosen_trees reuses the number of trees of 'chosen'; pass chosen as well")
-    if procedure not in PROCEDURES:
-        raise ValueError(f"unknown procedure {procedure!r}; allowed: {', '.join(PROCEDURES)}")
-    keep = _keep_set(keep_boosters, models)
-    points, cap = grid_points(grid)
-    fixed = {"max_bin": check_max_bin(max_bin), **(AUTHORS_FIXED_PARAMS if params is None else params)}
-    device = resolve_device(device)
-    structures = list(default_structures() if structures is None else structures)
+    c, ex = config, config.execution
+    models = list(c.models) + [m for m in c.comparators if m not in c.models]
+    keep = _keep_set(c.keep_boosters, models)
+    points, cap = grid_points(c.grid)
+    fixed = {"max_bin": c.max_bin, **(AUTHORS_FIXED_PARAMS if c.params is None else c.params)}
+    device = resolve_device(ex.device)
+    structures = list(default_structures() if c.structures is None else c.structures)
+    n_folds, seed = c.n_folds, c.seed
 
     y_all = cohort[OUTCOME].to_numpy().astype(int)
     fold = outer_folds(y_all, n_folds, seed)
@@ -876,12 +1036,12 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
     splits = []
     for k in range(n_folds):
         test = np.flatnonzero(fold == k)
-        tr, va = inner_split(np.flatnonzero(fold != k), y_all, fold_seed(seed, k), validation_size)
+        tr, va = inner_split(np.flatnonzero(fold != k), y_all, fold_seed(seed, k), c.validation_size)
         splits.append((tr, va, test))
 
     tasks, feature_names, uni = [], {}, {}
     for m in models:
-        X, y = feature_matrix(cohort, ct_features, m, radiomics_subset, structures)
+        X, y = feature_matrix(cohort, ct_features, m, c.radiomics_subset, structures)
         feature_names[m] = list(X.columns)
         if FEATURE_SETS[m]["kind"] == "univariate":
             uni[m] = X.iloc[:, 0].to_numpy(np.float64)
@@ -889,23 +1049,23 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         arr, names, types = feature_arrays(X)
         for k, (tr, va, te) in enumerate(splits):
             fold_points = points if chosen is None else [_chosen_point(chosen, m, k, points)]
-            fold_cap, stopping = cap, early_stopping_rounds
+            fold_cap, stopping = cap, c.early_stopping_rounds
             if chosen_trees:
                 fold_cap, stopping = _chosen_trees(chosen, m, k), None
             tasks.append((arr.shape[1], m, k, dict(
                 model=m, fold=k, X=arr, y=y_all, names=names, types=types, train=tr, valid=va, test=te,
                 points=fold_points, cap=fold_cap, fixed=fixed, early_stopping_rounds=stopping,
-                stopping_metric=stopping_metric, seed=fold_seed(seed, k), device=device,
-                nthread=threads_per_fit, refit=refit, keep=m in keep, procedure=procedure,
-                traces=bool(record_traces))))
+                stopping_metric=c.stopping_metric, seed=fold_seed(seed, k), device=device,
+                nthread=ex.threads_per_fit, refit=c.refit, keep=m in keep, procedure=c.procedure,
+                traces=c.record_traces)))
     # Widest models first, so that the last tasks to start are the short ones.
     tasks.sort(key=lambda t: -t[0])
-    n_workers = worker_count(n_jobs, device)
+    n_workers = worker_count(ex.n_jobs, device)
     logger.info("cross_validate: %d models x %d folds, %d fits per fold, cap %d trees, %s, %s",
                 len(models), n_folds, 1 if chosen is not None else len(points), cap, device,
-                f"Dask scheduler {scheduler}" if scheduler else f"{n_workers} worker(s)")
+                f"Dask scheduler {ex.scheduler}" if ex.scheduler else f"{n_workers} worker(s)")
     # In completion order, to log each task as it finishes; results are put back in order below.
-    done = run_tasks(_fit_fold, [t[3] for t in tasks], n_workers, scheduler)
+    done = run_tasks(_fit_fold, [t[3] for t in tasks], n_workers, ex.scheduler)
     out = []
     for r in done:
         out.append(r)
@@ -931,9 +1091,9 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
                            columns=["model", "fold", "wall_s", "cpu_s", "n_fits", "trees", "data_cpu_s"])
     traces = pd.DataFrame([t for r in out for t in r["traces"]],
                           columns=["model", "fold", "grid_point", "validation_auc_by_round", "test_score"]) \
-        if record_traces else None
+        if c.record_traces else None
     # Tasks in other processes report their own CPU time; this process's covers in-process tasks.
-    elsewhere = in_other_processes(n_workers, len(tasks), scheduler)
+    elsewhere = in_other_processes(n_workers, len(tasks), ex.scheduler)
     cpu = time.process_time() - t_cpu + (timings["cpu_s"].sum() if elsewhere else 0.0)
     result = CVResult(
         predictions=predictions,
@@ -942,15 +1102,13 @@ def cross_validate(cohort: pd.DataFrame, ct_features: pd.DataFrame | None,
         grid_results=pd.DataFrame([row for r in out for row in r["grid"]]),
         boosters=boosters, feature_names=feature_names, timings=timings,
         wall_s=time.perf_counter() - t_wall, cpu_s=cpu, traces=traces,
-        config={"method": "early_stopping", "procedure": procedure, "models": models, "n_folds": n_folds,
-                "seed": seed,
-                "radiomics_subset": radiomics_subset, "structures": structures,
-                "grid": {k: list(v) for k, v in grid.items()}, "params": fixed,
-                "early_stopping_rounds": early_stopping_rounds, "stopping_metric": stopping_metric,
-                "refit": refit, "device": device, "n_jobs": n_jobs, "scheduler": scheduler,
-                "threads_per_fit": threads_per_fit,
-                "validation_size": validation_size, "reused_choice": chosen is not None,
-                "reused_trees": chosen_trees})
+        config={"method": "early_stopping", "procedure": c.procedure, "models": models, "n_folds": n_folds,
+                "seed": seed, "radiomics_subset": c.radiomics_subset, "structures": structures,
+                "grid": {k: list(v) for k, v in c.grid.items()}, "params": fixed,
+                "early_stopping_rounds": c.early_stopping_rounds, "stopping_metric": c.stopping_metric,
+                "refit": c.refit, "device": device, "n_jobs": ex.n_jobs, "scheduler": ex.scheduler,
+                "threads_per_fit": ex.threads_per_fit, "validation_size": c.validation_size,
+                "reused_choice": chosen is not None, "reused_trees": chosen_trees})
     logger.info("cross_validate: %.1f s wall, %.1f s CPU", result.wall_s, result.cpu_s)
     return result
 

@@ -203,8 +203,11 @@ def fixed_cv(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, choice: pd.
         XGBoost models to fit (default: every model of ``choice``).
     comparators : sequence of str
         Univariate comparators scored by their variable (no fit) in the full-share entries of ``plan``.
-    n_folds, radiomics_subset, structures, max_bin, params, device, threads_per_fit, validation_size
-        As for :func:`ctac_helpers.models.cv.cross_validate` (``max_bin`` and ``params`` must be chapter 5's).
+    n_folds, radiomics_subset, structures, max_bin, params, validation_size
+        As the fields of :class:`ctac_helpers.models.cv.CVConfig` (``max_bin`` and ``params`` must be
+        chapter 5's).
+    device, threads_per_fit
+        As the fields of :class:`ctac_helpers.models.cv.Execution` (``device`` defaults to ``'cpu'`` here).
     n_jobs : int
         Worker processes (joblib, loky) fitting (model, seed, share, fold) tasks in parallel; 1 runs them
         here. Ignored on a GPU.
@@ -225,10 +228,7 @@ def fixed_cv(cohort: pd.DataFrame, ct_features: pd.DataFrame | None, choice: pd.
             raise ValueError(f"plan entries are (seed >= 0, fraction in (0, 1]); got ({s}, {f})")
     if len(set(plan)) != len(plan):
         raise ValueError(f"plan repeats an entry: {plan}")
-    if not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
-        raise ValueError(f"n_jobs must be a positive integer or -1, got {n_jobs!r}")
-    if not isinstance(threads_per_fit, (int, np.integer)) or threads_per_fit < 1:
-        raise ValueError(f"threads_per_fit must be a positive integer, got {threads_per_fit!r}")
+    models_mod.check_workers(n_jobs, threads_per_fit)
     models = list(choice["model"] if models is None else models)
     chosen = choice.set_index("model")
     for m in models:

@@ -365,8 +365,8 @@ class _BudgetSpent(Exception):
 
 def confirm_aucs(data: synth.SyntheticDataset, config: FitConfig) -> dict[tuple[str, str], float]:
     """Out-of-fold AUCs of the book's own procedure (10 folds, the authors' grid, early stopping)."""
-    result = models.cross_validate(data.cohort, data.ct_features, seed=config.seed, n_jobs=config.n_jobs,
-                                   keep_boosters=())
+    cv_config = models.CVConfig(seed=config.seed, keep_boosters=(), execution=models.Execution(n_jobs=config.n_jobs))
+    result = models.cross_validate(data.cohort, data.ct_features, cv_config)
     wide = result.scores()
     cohort = data.cohort.set_index("patient_id").loc[wide.index].reset_index()
     y = wide["death"].to_numpy()
