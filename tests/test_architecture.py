@@ -217,7 +217,8 @@ from ctac_helpers.results import discrimination as disc
 from ctac_helpers.models import cv as models
 from ctac_helpers.core import RunDir
 rd = RunDir("run")
-cv = models.cross_validate(cohort, None)
+config = models.CVConfig(n_folds=3, execution=models.Execution(n_jobs=2))
+cv = models.cross_validate(cohort, None, config)
 table = disc.auc_table(y, cv.scores())
 if extra:
     table = disc.subset_comparison_table(y, table)
@@ -235,7 +236,7 @@ def test_helper_calls_follow_the_published_variables_back():
     found = architecture.helper_calls(_CHAPTER)
     assert found["supp_table3"] == {"kind": "table", "helpers": [
         "ctac_helpers.results.discrimination.subset_comparison_table", "ctac_helpers.results.discrimination.auc_table",
-        "ctac_helpers.models.cv.cross_validate"]}
+        "ctac_helpers.models.cv.cross_validate"]}  # not its settings (CVConfig, Execution)
     # a chapter's own function is read; a later assignment of the same name is not
     assert found["fig1"]["helpers"] == ["ctac_helpers.publish.plots.roc_panels",
                                         "ctac_helpers.results.discrimination.roc_curves"]

@@ -40,8 +40,9 @@ PAPER_ID = re.compile(r"^(supp_)?(table|fig)\d+[a-z]?$")
 _NOT_IDS = {"paper", "methods", "cohort", "scorecard_tolerances", "generator_targets", "headline_findings",
             "scorecard_notes"}
 
-#: Calls that read or locate data rather than compute a result (the run directory, the manifest).
-_NOT_COMPUTING = ("ctac_helpers.core.",)
+#: Calls that read or locate data rather than compute a result (the run directory, the manifest), or
+#: that only hold settings (the cross-validation's configuration objects).
+_NOT_COMPUTING = ("ctac_helpers.core.", "ctac_helpers.models.cv.CVConfig", "ctac_helpers.models.cv.Execution")
 
 _SHOW = {"ctac_helpers.publish.figures.show_table": "table", "ctac_helpers.publish.figures.show_figure": "figure"}
 
