@@ -53,7 +53,7 @@ bench-models: venv
 	$(BIN)/python benchmarks/bench_models.py
 
 # Headless Chromium and its WebDriver from Debian, for the browser test of the built book
-# (tests/test_browser.py). Installed with apt-get when absent: as root, else through sudo.
+# (tests/publish/test_browser.py). Installed with apt-get when absent: as root, else through sudo.
 BROWSER_PACKAGES := chromium chromium-driver
 browser:
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \

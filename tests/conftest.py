@@ -34,7 +34,7 @@ def dataset_400(small_dataset):
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """The quick profile, run and built into a temporary directory: ``(root, run_dir)``, the book in
-    ``root / "_build" / "html"`` (once per test session; test_end_to_end.py)."""
+    ``root / "_build" / "html"`` (once per test session; end_to_end/test_end_to_end.py)."""
     root = tmp_path_factory.mktemp("e2e")
     run_dir = root / "runs" / "quick"
     assert cli.main(["run", "--profile", "quick", "--run-dir", str(run_dir)]) == 0

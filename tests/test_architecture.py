@@ -174,6 +174,47 @@ def test_every_subpackage_lists_its_public_names():
             assert getattr(pkg, name) is not None, (sub, name)
 
 
+# Tests that run the whole book rather than one module; everything else mirrors the package.
+WHOLE_BOOK_TESTS = "end_to_end"
+
+
+def test_layout_problems(tests: Path, package: Path) -> list[str]:
+    """Test files under ``tests/<subpackage>/`` that name no module of that subpackage.
+
+    ``tests/cohort/test_validate.py`` and ``tests/cohort/test_validate_corpus.py`` both belong to
+    ``cohort/validate.py``: the name is the module's, optionally followed by ``_`` and a topic.
+    """
+    problems = []
+    for path in sorted(tests.rglob("test_*.py")):
+        rel = path.relative_to(tests)
+        if len(rel.parts) == 1 or rel.parts[0] == WHOLE_BOOK_TESTS:
+            continue
+        folder = package.joinpath(*rel.parts[:-1])
+        name = rel.stem.removeprefix("test_")
+        modules = [m.stem for m in folder.glob("*.py")] if folder.is_dir() else []
+        if not any(name == m or name.startswith(m + "_") for m in modules):
+            problems.append(f"{rel.as_posix()}: no module {folder.relative_to(package.parent).as_posix()}/{name}.py")
+    return problems
+
+
+test_layout_problems.__test__ = False  # a helper, not a test
+
+
+def test_the_tests_mirror_the_package():
+    # tests/stats/test_delong.py tests ctac_helpers/stats/delong.py: a newcomer finds a module's tests by its path.
+    assert test_layout_problems(ROOT / "tests", PACKAGE) == []
+
+
+def test_the_layout_check_finds_a_misplaced_test(tmp_path):
+    (tmp_path / "pkg" / "stats").mkdir(parents=True)
+    (tmp_path / "pkg" / "stats" / "delong.py").write_text("")
+    (tmp_path / "tests" / "stats").mkdir(parents=True)
+    (tmp_path / "tests" / "stats" / "test_delong.py").write_text("")
+    (tmp_path / "tests" / "stats" / "test_tables.py").write_text("")
+    assert test_layout_problems(tmp_path / "tests", tmp_path / "pkg") == [
+        "stats/test_tables.py: no module pkg/stats/tables.py"]
+
+
 def test_only_from_cohort_brings_the_cohort_to_the_phantoms():
     # the contract lists every module of imaging.phantom but the one that reads the cohort (and the cache,
     # whose key is the parameters): a new drawing module is under the contract from the start

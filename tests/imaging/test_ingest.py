@@ -10,7 +10,7 @@ import SimpleITK as sitk
 from ctac_helpers.imaging import ingest
 from ctac_helpers.cohort.validate import ValidationError
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "ct-samples"
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "ct-samples"
 needs_samples = pytest.mark.skipif(not SAMPLES.is_dir(), reason=f"real CT samples not found at {SAMPLES}")
 DICOM = SAMPLES / "dicom-series" / "dicom"
 

@@ -21,7 +21,7 @@ from ctac_helpers.cohort import tables  # noqa: E402
 from ctac_helpers.core.rundir import RunDir  # noqa: E402
 from ctac_helpers.core.stages import STAGES  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: Every chapter has the book's chapter shape (figures.show_figure/show_table, a Prerequisites box).
 SHAPED = tuple(s.notebook for s in STAGES)
 
@@ -89,23 +89,6 @@ def test_values_read_as_text_for_people_not_as_pandas_prints_them(shown):
     assert bundle["text/markdown"].splitlines()[5:] == ["| 72 | yes | white | 3 |", "| missing | no | missing | 12 |",
                                                         "```"]
     assert "72.000000" not in bundle["text/html"] and "None" not in bundle["text/html"]
-
-
-def test_one_rounding_rule_for_each_kind_of_number():
-    from ctac_helpers.publish import fmt
-
-    assert fmt.auc(0.73549) == "0.735" and fmt.auc(0.7355) == "0.736"  # once, from the full value
-    assert fmt.interval(0.7381, 0.6962, 0.7794, "auc") == "0.738 (0.696-0.779)"
-    assert fmt.interval(3.673, 2.069, 6.5196, "hr") == "3.67 (2.07-6.52)"
-    assert fmt.interval(12.34, float("nan"), 20.0, "percent") == "12.3"
-    assert fmt.number(None, "risk", missing="n/a") == "n/a" and fmt.number(0.61234, "risk") == "0.612"
-    # a negative bound, or a signed difference, joins the bounds with "to": "-0.30--0.05" would misread
-    assert fmt.interval(-0.124, -0.301, -0.049, "coefficient") == "-0.12 (-0.30 to -0.05)"
-    assert fmt.interval(0.0123, -0.0051, 0.0297, "auc", signed=True) == "+0.012 (-0.005 to +0.030)"
-    assert fmt.number(0.0123, "auc", signed=True) == "+0.012" and fmt.number(-0.0123, "auc", signed=True) == "-0.012"
-    assert fmt.interval(float("nan"), 0.1, 0.2, "coefficient") == ""
-    with pytest.raises(ValueError, match="allowed: auc, risk, hr, coefficient, percent, years"):
-        fmt.number(1.0, "odds")
 
 
 def test_table_markdown_is_a_named_table_with_a_download_link():

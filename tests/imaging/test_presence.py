@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from ctac_helpers.core import manifest
 from ctac_helpers.imaging import presence
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REAL_LABELS = (Path(os.environ.get("CTAC_CT_SAMPLES", ROOT.parent / "shared" / "ct-samples"))
                / "abdomen-3mm-short" / "seg-total.nii.gz")
 IDS = manifest.class_map()

@@ -11,7 +11,7 @@ from scipy import ndimage
 from ctac_helpers.core import manifest
 from ctac_helpers.imaging import radiomics as rad
 
-SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "ct-samples"
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "ct-samples"
 # PyRadiomics sums mesh areas triangle by triangle, we sum them per cell configuration: the only
 # differences are rounding (about 1e-12 at most); everything else is bit-identical.
 RTOL = 1e-9

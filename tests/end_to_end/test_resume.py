@@ -26,7 +26,7 @@ from ctac_helpers.core.stages import STAGES, execution_order
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 N_PHANTOMS = 4
 N_PATIENTS = 400
 CONFIG = f"""\

@@ -1,5 +1,5 @@
 """The browser check of the built book (ctac_helpers.publish.browser): headless Chromium on hand-made pages with
-known faults. The quick book itself is checked in test_end_to_end.py, which builds it.
+known faults. The quick book itself is checked in end_to_end/test_end_to_end.py, which builds it.
 
 Chromium and chromedriver come from Debian (`make browser`, which `make test` runs); without them these
 tests fail with a message saying what to install.

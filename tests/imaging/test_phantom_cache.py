@@ -165,7 +165,7 @@ def test_a_phantom_batch_writes_no_path_of_the_cache_into_the_run_directory(monk
 def test_the_chapter_page_says_where_its_phantoms_come_from():
     from pathlib import Path
 
-    nb = json.loads((Path(__file__).resolve().parents[1] / "notebooks" / "02_segmentation.ipynb")
+    nb = json.loads((Path(__file__).resolve().parents[2] / "notebooks" / "02_segmentation.ipynb")
                     .read_text(encoding="utf-8"))
     text = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     code = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")

@@ -1,9 +1,6 @@
 import numpy as np
-import pandas as pd
 import pytest
 
-from ctac_helpers.cohort import fit_report as calibration
-from ctac_helpers.cohort import flow as cohort
 from ctac_helpers.cohort import tables
 
 
@@ -19,9 +16,6 @@ def test_pearson_chi_square_without_correction_matches_hand_computation():
     values = ["a"] * 12 + ["b"] * 7 + ["a"] * 5 + ["b"] * 9
     groups = ["g1"] * 19 + ["g2"] * 14
     assert tables.chi_square_p(values, groups) == pytest.approx(0.1190, abs=5e-4)
-
-
-
 
 
 def test_baseline_table_tidy_rows(small_dataset):
@@ -61,37 +55,6 @@ def test_side_by_side_puts_the_papers_row_under_the_books(small_dataset):
     assert 0 < (view["source"] == "paper").sum() < (view["source"] == "book").sum()
 
 
-def test_calibration_report_flags_misses(small_dataset):
-    c = small_dataset.cohort.copy()
-    report = calibration.calibration_report(c)
-    assert {"paper", "synthetic", "difference", "tolerance", "within"} <= set(report.columns)
-    c["age"] = c["age"] + 10  # a cohort ten years older must fail the age rows
-    bad = calibration.calibration_report(c)
-    age_rows = bad[bad.variable == "age"]
-    assert not age_rows["within"].any()
-    assert calibration.quantile_tolerance(65, "age") == pytest.approx(3.25)
-    assert calibration.quantile_tolerance(0.58, "stress_shape_index_ed") == pytest.approx(0.029)
-
-
-def test_patient_flow_and_headline(small_dataset):
-    flow = cohort.patient_flow(1500)
-    assert flow.loc[flow.step == "analysed", "book"].iloc[0] == 1500
-    assert flow.loc[flow.step == "enrolled", "paper"].iloc[0] == 10983
-    head = cohort.headline_numbers(small_dataset.cohort)
-    assert head.loc[head.quantity == "Patients analysed", "book"].iloc[0] == 1500
-    assert flow["book"].notna().sum() == 1 and (flow["note"] == "").all()
-
-
-def test_patient_flow_counts_a_sites_exclusions():
-    exclusions = pd.DataFrame({"reason": ["no_heart", "unreadable"], "what": ["", ""], "n": [2, 1]})
-    flow = cohort.patient_flow(197, exclusions).set_index("step")
-    assert flow.loc["remaining", "book"] == 200 and flow.loc["incomplete_ctac", "book"] == 3
-    assert flow.loc["analysed", "book"] == 197 and flow.loc["incomplete_ctac", "note"] == "no_heart: 2, unreadable: 1"
-    assert np.isnan(flow.loc["enrolled", "book"])
-    none = cohort.patient_flow(200, exclusions.iloc[:0]).set_index("step")
-    assert none.loc["incomplete_ctac", "book"] == 0 and none.loc["incomplete_ctac", "note"] == ""
-
-
 def test_paper_display_prints_the_manifests_values_as_the_tables_do():
     from ctac_helpers.cohort.tables import paper_display
     assert paper_display("table1", "age", "all") == "65 (57, 73)"
@@ -108,26 +71,3 @@ def test_paper_display_prints_the_manifests_values_as_the_tables_do():
                                          (float("nan"), "n/a"), (None, "n/a")])
 def test_ordinal(p, expected):
     assert tables.ordinal(p) == expected
-
-
-def test_cohort_preview_reads_like_a_table_for_people():
-    patients = pd.DataFrame({"patient_id": ["P1", "P2"], "age": [72.0, 64.5], "sex": ["male", "female"],
-                             "race": ["white", None], "hypertension": [1, 0], "stress_tpd": [4.7300000001, 12.0],
-                             "extra": [np.nan, 2.25]})
-    view = cohort.preview(patients, n=5)
-    assert list(view.columns) == ["column", "P1", "P2"]
-    assert view.values.tolist() == [
-        ["Age [years]", "72", "64.5"], ["Sex", "male", "female"], ["race", "white", "missing"],
-        ["Hypertension", "yes", "no"], ["Stress total perfusion deficit [%]", "4.73", "12"], ["extra", "missing", "2.25"]]
-
-
-def test_calibration_rows_read_as_text():
-    report = pd.DataFrame([
-        {"source": "table1", "variable": "age", "level": "", "group": "male", "statistic": "median", "paper": 64.0,
-         "synthetic": 65.04, "difference": 1.04, "tolerance": 3.2, "within": True, "note": ""},
-        {"source": "table2", "variable": "smoking", "level": "", "group": "death", "statistic": "percent",
-         "paper": 20.7, "synthetic": 22.222, "difference": 1.522, "tolerance": 1.5, "within": False, "note": ""}])
-    view = calibration.readable(report)
-    assert view.values.tolist() == [
-        ["table1", "Age [years], male: median", "64", "65.0", "+1.04", "±3.20", "yes"],
-        ["table2", "Smoking, death: %", "20.7", "22.2", "+1.52", "±1.50", "no"]]

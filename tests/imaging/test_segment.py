@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pickle
 import socket
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +22,9 @@ from ctac_helpers.core import manifest
 from ctac_helpers.imaging import presence, segment
 from ctac_helpers.imaging.grid import same_grid
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_nnunet  # noqa: E402
+import tiny_nnunet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CT_SAMPLES = Path(os.environ.get("CTAC_CT_SAMPLES", ROOT.parent / "shared" / "ct-samples"))
 IDS = manifest.class_map()
 NAME_TO_ID = {v: k for k, v in IDS.items()}

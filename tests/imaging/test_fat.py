@@ -12,7 +12,7 @@ from ctac_helpers.imaging import grid
 from ctac_helpers.core import manifest
 from ctac_helpers.imaging import phantom
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = Path(os.environ.get("CTAC_CT_SAMPLES", ROOT.parent / "shared" / "ct-samples")) / "chest-cta-pulmonary"
 SMALL = dict(shape=(40, 192, 192), spacing=(2.0, 2.0, 5.0))
 
