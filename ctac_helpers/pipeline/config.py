@@ -60,15 +60,86 @@ def profile_path(profile: str) -> Path:
     return PROFILES_DIR / f"{profile}.yaml"
 
 
+class _DuplicateKey(yaml.constructor.ConstructorError):
+    """A key given twice in one mapping of a YAML file."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys without a word, so a configuration that sets
+    ``n_folds`` twice, or holds two ``models:`` sections, would run with whichever comes last.
+    """
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden key by key
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            if key in first:
+                raise _DuplicateKey(None, None, f"key {key!r} is given twice in one mapping (first on line "
+                                    f"{first[key]}); YAML would keep only the last: write it once",
+                                    key_node.start_mark)
+            first[key] = key_node.start_mark.line + 1
+        except TypeError:  # an unhashable key: construct_mapping names it
+            continue
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def _yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """A YAML error in one line: the file, the line and column, what is wrong (tabs named)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    hint = "; indent with spaces, not tabs" if "'\\t'" in problem or "tab character" in problem else ""
+    if isinstance(exc, _DuplicateKey):
+        return f"{where}: {problem}"
+    return f"{where}: not valid YAML: {problem}{hint}"
+
+
+def _load_strict_yaml(path: str | os.PathLike) -> Any:
+    """The content of a YAML file, read safely and strictly.
+
+    Parameters
+    ----------
+    path : path-like
+        The file (UTF-8).
+
+    Returns
+    -------
+    object
+        What the file holds (``None`` for an empty file).
+
+    Raises
+    ------
+    ValueError
+        The file is not valid YAML, or one mapping gives a key twice (PyYAML would keep the last
+        silently); the one-line message names the file, the line and the column.
+    UnicodeDecodeError
+        The file is not UTF-8 text.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ValueError(_yaml_error(path, exc)) from None
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = _load_strict_yaml(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"configuration file not found: {path}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                         "save the configuration as UTF-8") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -75,6 +75,40 @@ def test_errors_name_the_file_and_key(tmp_path, text, pattern):
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        # PyYAML keeps the last of two equal keys silently: the run would use n_folds 3, or lose `features`
+        ("stages:\n  models:\n    n_folds: three\n    n_folds: 3\n",
+         ", line 4, column 5: key 'n_folds' is given twice in one mapping (first on line 3); YAML would keep "
+         "only the last: write it once"),
+        ("stages:\n  models:\n    features: imaging\n  survival: {}\n  models:\n    n_folds: 4\n",
+         ", line 5, column 3: key 'models' is given twice in one mapping (first on line 2)"),
+        ("stages: {models: {n_folds: 3, n_folds: 4}}\n", ", line 1, column 31: key 'n_folds' is given twice"),
+        # a tab where YAML wants spaces: one line, not PyYAML's four naming '<unicode string>'
+        ("stages:\n  models:\n\tn_folds: 3\n",
+         ", line 3, column 1: not valid YAML: found character '\\t' that cannot start any token; "
+         "indent with spaces, not tabs"),
+        ("name: [unclosed\n", ", line 2, column 1: not valid YAML: expected ',' or ']', but got '<stream end>'"),
+    ],
+)
+def test_a_duplicated_key_or_a_yaml_error_is_one_line_naming_file_line_and_column(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ValueError) as info:
+        load_config("quick", path)
+    assert str(info.value).startswith(f"{path}{message}")
+    assert "\n" not in str(info.value) and "<unicode string>" not in str(info.value)
+
+
+def test_a_merge_key_may_be_overridden_and_a_configuration_not_in_utf8_is_named(tmp_path):
+    path = write(tmp_path, "stages:\n  models: &m {n_folds: 3}\n  subgroups: {}\n  survival:\n    <<: {}\n")
+    assert load_config("quick", path)["stages"]["models"] == {**load_config("quick")["stages"]["models"],
+                                                               "n_folds": 3}
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"my\.yaml: not UTF-8 text \(byte 0xe9 at offset 9\); save the"):
+        load_config("quick", path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="configuration file not found"):
         load_config("quick", tmp_path / "absent.yaml")

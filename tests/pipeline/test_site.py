@@ -264,6 +264,13 @@ def test_cli_validate_unusable_configuration(tmp_path, capsys):
     broken.write_text("site:\n  cohort: c.csv\n  scans: s.csv\n")
     assert cli.main(["validate", "--config", str(broken)]) == 2
     assert "site.secret" in capsys.readouterr().err
+    twice = tmp_path / "twice.yaml"  # PyYAML alone would keep the second `stages` and drop the first's
+    twice.write_text("site:\n  cohort: c.csv\n  scans: s.csv\n  secret: k\nstages:\n  models:\n    n_folds: 3\n"
+                     "stages:\n  survival: {}\n")
+    assert cli.main(["validate", "--config", str(twice)]) == 2
+    assert capsys.readouterr().err == (f"ctac-book: error: {twice}, line 8, column 1: key 'stages' is given twice "
+                                       "in one mapping (first on line 5); YAML would keep only the last: write it "
+                                       "once\n")
 
 
 def test_run_refuses_an_invalid_site_before_writing_anything(tmp_path, capsys, monkeypatch):
