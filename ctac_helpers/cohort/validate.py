@@ -190,6 +190,9 @@ def _decode(path: Path, raw: bytes) -> str:
                "not text", save_as)
     if raw.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
         refuse("(format)", "an Excel 97-2003 workbook (.xls), not text", save_as)
+    if raw.startswith(b"\x1f\x8b"):
+        refuse("(format)", "a gzip-compressed file (.gz), not text",
+               "the table itself: decompress it (gunzip) and name the .csv file in site.yaml")
     for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
                       (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16")):
         if raw.startswith(bom):
@@ -276,17 +279,21 @@ def read_table(path: str | os.PathLike, id_columns: Iterable[str] = ID_COLUMNS) 
     ------
     FileNotFoundError
         ``path`` does not exist.
+    IsADirectoryError
+        ``path`` is a folder.
     ValueError
         No header line.
     ValidationError
         A workbook rather than text, text that is not UTF-8 (UTF-16, a legacy code page, NUL
-        bytes), another delimiter than the comma (named), a cell longer than the CSV reader's limit,
+        bytes), a gzip-compressed file, another delimiter than the comma (named), a cell longer than the CSV reader's limit,
         repeated column names, a column without a name holding values, rows with more cells than
         the header, or a quote never closed, which takes in the rows below (every such row listed).
     """
     del id_columns  # every column is text
     path = Path(path)
     file = str(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: a folder, not a table")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: table not found")
     raw = path.read_bytes()

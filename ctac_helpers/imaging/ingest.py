@@ -178,6 +178,8 @@ def _path_hint(value) -> str:
         return " (an empty folder)"
     if p.is_file():
         return f" (a file of another type: {p.name!r})"
+    if "\\" in value and Path(value.replace("\\", "/")).exists():
+        return " (a Windows path: separate folders with '/', which every system reads, not '\\')"
     return " (no such file or folder)"
 
 

@@ -415,6 +415,9 @@ def _read(path: str, column: str, reader) -> tuple[pd.DataFrame | None, list[Pro
     except FileNotFoundError:
         return None, [Problem(path, None, column, "no such file",
                               "an existing CSV file (`ctac-book init-site` writes a template)")]
+    except IsADirectoryError:
+        return None, [Problem(path, None, column, "a folder",
+                              "a CSV file: the table itself, not the folder that holds it")]
     except ValidationError as exc:
         return None, list(exc.problems)
     except (ValueError, OSError) as exc:

@@ -205,6 +205,24 @@ def _(s):
     return WRITTEN
 
 
+@case("cohort_path_is_a_folder", "cohort.csv", None, "site.cohort",
+      "got a folder; expected a CSV file: the table itself, not the folder that holds it")
+def _(s):
+    s.write()
+    s.paths["cohort"].unlink()
+    s.paths["cohort"].mkdir()
+    (s.paths["cohort"] / "cohort.csv").write_text("patient_id\n")
+    return WRITTEN
+
+
+@case("cohort_gzip_compressed", "cohort.csv", None, "(format)",
+      "got a gzip-compressed file (.gz), not text; expected the table itself: decompress it (gunzip)")
+def _(s):
+    s.write()
+    s.paths["cohort"].write_bytes(gzip.compress(s.paths["cohort"].read_bytes()))
+    return WRITTEN
+
+
 @case("cohort_without_rows", "cohort.csv", None, "(rows)", "one row per patient", other_files=True)
 def _(s):
     s.cohort = []
@@ -266,6 +284,13 @@ def _(s):
 @case("missing_image_file", "scans.csv", 6, "image", "an existing DICOM series folder or NIfTI file")
 def _(s):
     set_cell(s.scans, 6, "image", "images/nope.nii.gz")
+
+
+@case("image_path_with_windows_separators", "scans.csv", 6, "image",
+      "(a Windows path: separate folders with '/', which every system reads, not '\\')")
+def _(s):
+    assert s.scans[6]["image"].startswith("images/")
+    set_cell(s.scans, 6, "image", s.scans[6]["image"].replace("/", "\\"))
 
 
 @case("missing_label_map_file", "scans.csv", 0, "label_map", "an existing NIfTI file")
