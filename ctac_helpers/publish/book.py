@@ -237,7 +237,8 @@ def build_book(
     Returns
     -------
     pathlib.Path
-        ``<out_dir>/_build/html/index.html``.
+        ``<out_dir>/_build/html/index.html``. Sphinx's cache ``<out_dir>/_build/.doctrees``, which
+        records the build folder's absolute path, is removed after a successful build.
 
     Raises
     ------
@@ -263,5 +264,9 @@ def build_book(
     index = out_dir / "_build" / "html" / "index.html"
     if not index.is_file():
         raise RuntimeError(f"jupyter-book reported success but {index} does not exist")
+    # Sphinx's pickled build environment: of no use to the next build (--all rebuilds every page), and
+    # it records the absolute path of the folder the book was built in, which no file beside the
+    # book should name (a site may share the whole _build folder)
+    shutil.rmtree(out_dir / "_build" / ".doctrees", ignore_errors=True)
     logger.info("book written to %s", index)
     return index

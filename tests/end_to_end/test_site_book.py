@@ -232,8 +232,10 @@ def test_no_part_of_the_site_folders_path_in_the_run_directory_or_the_book(site_
     # the share holds the site folder `mysite`, whose name the site chose: the run is published as runs/mysite
     parts = path_parts(share)
     assert SHARE in parts and len(parts) >= 3
-    # the published HTML; Sphinx's caches beside it (_build/.doctrees) record where it built, as any build does
-    hits = find_parts([run_dir, out / "_build" / "html"], parts)
+    # the published HTML and everything beside it in _build (the build removes Sphinx's cache, .doctrees,
+    # which records where it built)
+    assert not (out / "_build" / ".doctrees").exists()
+    hits = find_parts([run_dir, out / "_build"], parts)
     assert hits == [], f"{len(hits)} path part(s) found, e.g. {hits[:5]}"
     # the parameter cells show what the run used, by label
     data = json.loads((run_dir / "executed" / "00_data.ipynb").read_text(encoding="utf-8"))

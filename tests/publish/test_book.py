@@ -138,6 +138,9 @@ def test_build_book(repo, run_dir, tmp_path):
     # the book's style sheet (tables that fit the page) is on every page
     assert 'href="../_static/ctac-book.css' in page
     assert (out / "_build" / "html" / "_static" / "ctac-book.css").is_file()
+    # nothing under _build names the folder it was built in (Sphinx's pickled environment did)
+    assert not (out / "_build" / ".doctrees").exists()
+    assert not [p for p in (out / "_build").rglob("*") if p.is_file() and str(tmp_path).encode() in p.read_bytes()]
 
 
 @pytest.mark.slow
