@@ -73,6 +73,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """Construct a mapping as PyYAML's safe loader does, raising on a key it already holds.
+
+    The keys of a merge (``<<: *anchor``) are not counted: the mapping may override them.
+    """
     first: dict = {}
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden key by key
