@@ -1155,8 +1155,9 @@ def size_sentence(table: pd.DataFrame) -> str:
     n, paper_n = _run_size(table), manifest.paper_entry("cohort")["values"]["n"]
     if n is None or n == paper_n:
         return ""
-    return (f"This run analysed {n:,} patients, not the paper's {paper_n:,}: with fewer patients its results "
-            "vary more from one seed to another, so some rows miss by chance alone (the `paper` profile, "
+    return (f"This run analysed {n:,} patients, not the paper's {paper_n:,}: with fewer patients the models learn "
+            "less (their AUCs fall with the training set, as chapter 8's learning curve shows) and the results vary "
+            "more from one seed to another, so some rows miss for the run's size alone (the `paper` profile, "
             "`make book`, runs at the paper's size).")
 
 
