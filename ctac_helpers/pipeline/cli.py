@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "nothing is broken, 1 otherwise.")
     p_check.add_argument("--html", metavar="DIR", type=Path,
                          help="the built book (default: ./_build/html, where `ctac-book build` writes it)")
+    p_check.add_argument("--timeout", metavar="SECONDS", type=float, default=30.0,
+                         help="seconds a page and its images may take to load (default: 30; more on a busy "
+                              "machine)")
     p_check.set_defaults(func=_cmd_check_html)
 
     p_cal = sub.add_parser(
@@ -288,7 +291,7 @@ def _cmd_check_html(args: argparse.Namespace) -> int:
         old.unlink()
     pages = browser_mod.list_pages(html) if html.is_dir() else []
     # no page or download may name the folders of this machine: the repository, the run directory
-    problems = browser_mod.check_pages(html, shots, scorecard=browser_mod.SCORECARD_PAGE,
+    problems = browser_mod.check_pages(html, shots, scorecard=browser_mod.SCORECARD_PAGE, timeout=args.timeout,
                                        forbidden=[book_mod.REPO_ROOT, run_dir.resolve()])
     lines = [str(p) for p in problems]
     if problems:

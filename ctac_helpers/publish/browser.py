@@ -25,9 +25,10 @@ Debian's ``chromium`` (``--headless --no-sandbox --disable-gpu``) through Seleni
   downloaded notebook to them;
 * ``figure``: a figure whose smallest text, at the width the page shows the image, is under
   :data:`ctac_helpers.core.figtext.MIN_POINTS` points (read from the record in the PNG, see
-  :mod:`ctac_helpers.core.figtext`);
+  :mod:`ctac_helpers.core.figtext`), or a PNG of Sphinx's ``_images/`` that has no such record;
 
-and saves a PNG screenshot of each page. :func:`check_scorecard` checks that every figure the
+and saves a PNG screenshot of each page. :func:`first_screen` reads what a reader sees of a page
+without scrolling (the front page at 1280 x 800). :func:`check_scorecard` checks that every figure the
 replication scorecard (``book/scorecard.html``, :mod:`ctac_helpers.publish.scorecard`) lists is in the
 chapter it links to, with its images loaded. ``ctac-book check-html`` runs both.
 
@@ -429,10 +430,16 @@ def _layout_problems(page: str, state: dict) -> list[PageProblem]:
     return problems
 
 
+#: Sphinx's folder of the images a page shows: every figure of a chapter (a notebook output or a figure
+#: directive) is copied there, so a PNG in it without a text record is a figure the check cannot measure.
+FIGURE_DIR = "_images"
+
+
 def _figure_problems(page: str, site: LocalSite, html_dir: Path, images: list[dict]) -> list[PageProblem]:
     """Figures whose smallest text is under :data:`figtext.MIN_POINTS` at the width the page shows them.
 
-    Only PNGs of the book's folder that carry a text record (:func:`figtext.read_record`) are measured.
+    PNGs of the book's folder that carry a text record (:func:`figtext.read_record`) are measured; a PNG
+    of :data:`FIGURE_DIR` without one is a problem too, since its text cannot be measured.
     """
     problems = []
     for image in images:
@@ -444,7 +451,12 @@ def _figure_problems(page: str, site: LocalSite, html_dir: Path, images: list[di
             continue
         record, dpi, png_width = figtext.read_record(path)
         if record is None or dpi is None:
-            logger.debug("%s: %s has no text record; its text size is not checked", page, rel)
+            if rel.startswith(FIGURE_DIR + "/"):
+                problems.append(PageProblem(page, "figure", image["src"] or rel,
+                                            "the figure records no text sizes (it was not written by "
+                                            "RunDir.write_figure), so its smallest text cannot be checked"))
+            else:
+                logger.debug("%s: %s has no text record; its text size is not checked", page, rel)
             continue
         shown = figtext.shown_points(float(record["points"]), dpi, png_width, float(image["shown"]))
         if shown < figtext.MIN_POINTS - 1e-6:
@@ -802,6 +814,81 @@ def check_scorecard(html_dir: str | os.PathLike, page: str = SCORECARD_PAGE,
     html_dir = Path(html_dir).resolve()
     with serve(html_dir) as site, headless_chromium(timeout) as driver:
         return _scorecard_problems(driver, site, html_dir, page, {}, timeout)
+
+
+#: The first screen a reader sees of a page: a laptop's browser window (CSS pixels).
+FIRST_SCREEN = (1280, 800)
+# Run in the page: the words of the text column that lie wholly inside the first arguments[0] pixels of
+# the window, in document order (hidden text, such as folded parts, has no box and is left out).
+_FIRST_SCREEN_JS = """
+const height = arguments[0];
+const root = document.querySelector('article, [role="main"], main') || document.body;
+const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+const range = document.createRange();
+const words = [];
+for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+  const re = /\\S+/g;
+  for (let m = re.exec(node.textContent); m; m = re.exec(node.textContent)) {
+    range.setStart(node, m.index);
+    range.setEnd(node, m.index + m[0].length);
+    const r = range.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    if (r.top >= 0 && r.bottom <= height) words.push(m[0]);
+  }
+}
+return words.join(' ');
+"""
+
+
+def first_screen(html_dir: str | os.PathLike, page: str = "index.html", size: tuple[int, int] = FIRST_SCREEN,
+                 screenshot: str | os.PathLike | None = None, timeout: float = 30.0) -> str:
+    """The text a reader sees of a page without scrolling, in a window of ``size``.
+
+    The page is served and opened as :func:`check_pages` opens it (a page that redirects, such as
+    Sphinx's ``index.html``, is followed), laid out at ``size`` and read: the words of its text column
+    whose box lies wholly inside the window, joined by single spaces.
+
+    Parameters
+    ----------
+    html_dir : path-like
+        The built book (``_build/html``).
+    page : str
+        The page, relative to ``html_dir``; by default the book's front page.
+    size : (int, int)
+        Width and height of the window in CSS pixels (:data:`FIRST_SCREEN`).
+    screenshot : path-like, optional
+        Where to save a PNG of that screen.
+    timeout : float
+        Seconds the page may take to load.
+
+    Returns
+    -------
+    str
+        The visible words of the text column, in document order.
+
+    Raises
+    ------
+    BrowserNotFoundError
+        ``chromium`` or ``chromedriver`` is not installed.
+    """
+    html_dir = Path(html_dir).resolve()
+    with serve(html_dir) as site, headless_chromium(timeout) as driver:
+        driver.get(site.url + urllib.parse.quote(page))
+        if not _settle(driver, site, timeout):
+            logger.warning("%s: still loading after %g s", page, timeout)
+        width, height = size
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        try:
+            driver.execute_script("window.scrollTo(0, 0);")
+            text = driver.execute_script(_FIRST_SCREEN_JS, height)
+            if screenshot is not None:
+                shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
+                Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
+        finally:
+            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    return " ".join(str(text).split())
 
 
 def check_pages(html_dir: str | os.PathLike, screenshot_dir: str | os.PathLike | None = None,

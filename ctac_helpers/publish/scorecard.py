@@ -306,29 +306,33 @@ def headline_findings() -> list[dict]:
     Returns
     -------
     list of dict
-        ``{'finding': str, 'keys': [key, ...]}`` in the data file's order.
+        ``{'finding': str, 'short': str, 'keys': [key, ...]}`` in the data file's order; ``short`` (the
+        finding in a few words, for the front page's first screen) is the finding itself when the data
+        file gives none.
 
     Raises
     ------
     ValueError
-        The entry is missing or not a list of such mappings, a finding has no text or no keys, or a key
-        is unknown (not in :func:`row_keys`).
+        The entry is missing or not a list of such mappings, a finding has no text or no keys, a
+        ``short`` is not text, or a key is unknown (not in :func:`row_keys`).
     """
     entry = manifest.paper_values().get("headline_findings")
     if not isinstance(entry, list) or not entry:
         raise ValueError("data_manifest/paper_values.yaml has no 'headline_findings' list")
     out = []
     for i, item in enumerate(entry):
-        if not isinstance(item, Mapping) or set(item) != {"finding", "keys"}:
-            raise ValueError(f"headline_findings[{i}] must be a mapping with exactly 'finding' and 'keys', "
-                             f"got {item!r}")
-        text, keys = item["finding"], item["keys"]
+        if not isinstance(item, Mapping) or not {"finding", "keys"} <= set(item) <= {"finding", "short", "keys"}:
+            raise ValueError(f"headline_findings[{i}] must be a mapping with 'finding', 'keys' and optionally "
+                             f"'short', got {item!r}")
+        text, keys, short = item["finding"], item["keys"], item.get("short", item["finding"])
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"headline_findings[{i}].finding must be non-empty text, got {text!r}")
+        if not isinstance(short, str) or not short.strip():
+            raise ValueError(f"headline_findings[{i}].short must be non-empty text, got {short!r}")
         if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
             raise ValueError(f"headline_findings[{i}].keys must be a non-empty list of scorecard keys, got {keys!r}")
         _check_keys(f"headline_findings[{i}].keys", keys)
-        out.append({"finding": text.strip(), "keys": list(keys)})
+        out.append({"finding": text.strip(), "short": short.strip(), "keys": list(keys)})
     return out
 
 
@@ -352,7 +356,7 @@ def findings_status(table: pd.DataFrame, findings: list[dict] | None = None) -> 
     Returns
     -------
     pandas.DataFrame
-        ``finding``, ``keys`` (list), ``status`` (one of :data:`FINDING_STATUSES`) and ``missed``
+        ``finding``, ``short``, ``keys`` (list), ``status`` (one of :data:`FINDING_STATUSES`) and ``missed``
         (the keys that miss), in the findings' order.
     """
     findings = findings if findings is not None else headline_findings()
@@ -367,18 +371,20 @@ def findings_status(table: pd.DataFrame, findings: list[dict] | None = None) -> 
             status = "reproduced"
         else:
             status = "not tested"
-        rows.append({"finding": f["finding"], "keys": list(f["keys"]), "status": status, "missed": missed})
-    return pd.DataFrame.from_records(rows, columns=["finding", "keys", "status", "missed"])
+        rows.append({"finding": f["finding"], "short": f.get("short", f["finding"]), "keys": list(f["keys"]),
+                     "status": status, "missed": missed})
+    return pd.DataFrame.from_records(rows, columns=["finding", "short", "keys", "status", "missed"])
 
 
 def front_summary(table: pd.DataFrame, docs: Collection[str] | None = None, page_dir: str = "book",
                   findings: list[dict] | None = None) -> str:
     """What a run reproduces, for the book's front page (MyST Markdown, included by ``book/intro.md``).
 
-    One paragraph with the count of rows that hold in each group of the scorecard, then the paper's
-    headline findings (:func:`headline_findings`), each marked reproduced, not reproduced or not tested
-    on this run (:func:`findings_status`). ``ctac-book build`` writes it from the run's tables, so the
-    front page cannot drift from the scorecard.
+    First the paper's headline findings (:func:`headline_findings`) in a few words each (their
+    ``short``), listed as reproduced, not reproduced or not tested on this run (:func:`findings_status`),
+    so that the page's first screen names them; then the count of rows that hold in each group of the
+    scorecard, and a table of the findings in full. ``ctac-book build`` writes it from the run's tables,
+    so the front page cannot drift from the scorecard.
 
     Parameters
     ----------
@@ -403,23 +409,32 @@ def front_summary(table: pd.DataFrame, docs: Collection[str] | None = None, page
     summary = group_summary(table)
     n = _run_size(table)
     (hw, hn), (fw, fn), (mw, mn) = summary["held_out"], summary["fitted"], summary["margins"]
-    who = f"this run's {n:,} patients" if n is not None else "this run's patients"
+    who = f"this run of {n:,} synthetic patients" if n is not None else "this run"
     status = findings_status(table, findings)
     counts = {s: int((status["status"] == s).sum()) for s in FINDING_STATUSES}
-    if hn:
-        held = (f"**{hw} of the {hn} held-out results** hold: the results the synthetic generator was not fitted "
-                "to, which test whether it carries the paper's findings.")
-    else:
-        held = "none of the held-out results, which test the synthetic generator, can be judged."
-    others = [f"{w} of the {n_} results it was fitted to" if g == "fitted" else f"{w} of {n_} cohort numbers"
-              for g, (w, n_) in (("fitted", (fw, fn)), ("margins", (mw, mn))) if n_]
+    # the findings first, in a few words each, so that the first screen of the page names them
     lines = [
-        f"**What this run reproduces.** On {who}, {held}"
-        + (f" {' and '.join(others)} hold." if others else "")
-        + f" Of the paper's {len(status)} headline findings, this run reproduces {counts['reproduced']} and does "
-        f"not reproduce {counts['not reproduced']}"
-        + (f"; {counts['not tested']} cannot be tested on it" if counts["not tested"] else "")
-        + f". The {scorecard_link} gives every row and the reason for each miss; a separate page explains "
+        f"**What this run reproduces.** Of the paper's {len(status)} headline findings, {who} reproduces "
+        f"{counts['reproduced']} and does not reproduce {counts['not reproduced']}"
+        + (f" ({counts['not tested']} cannot be tested on it)" if counts["not tested"] else "") + ":",
+        "",
+    ]
+    for state, label in (("reproduced", "Reproduced"), ("not reproduced", "Not reproduced"),
+                         ("not tested", "Not tested")):
+        shorts = [_cell(s) for s in status.loc[status["status"] == state, "short"]]
+        if shorts:
+            lines.append(f"- **{label}:** {'; '.join(shorts)}.")
+    others = " and ".join(f"{w} of the {n_} results it was fitted to" if g == "fitted" else f"{w} of {n_} cohort numbers"
+                          for g, (w, n_) in (("fitted", (fw, fn)), ("margins", (mw, mn))) if n_)
+    if hn:
+        held = (f"Of the {hn} held-out results, which the synthetic generator was not fitted to and which test "
+                f"whether it carries the paper's findings, **{hw} hold**" + (f"; so do {others}." if others else "."))
+    else:
+        held = ("None of the held-out results, which test the synthetic generator, can be judged"
+                + (f"; {others} hold." if others else "."))
+    lines += [
+        "",
+        held + f" The {scorecard_link} gives every row and the reason for each miss; a separate page explains "
         + _doc_link("book/intervals", docs, page_dir, "why the book's AUC intervals are narrower than the paper's")
         + ".",
         "",
@@ -1081,6 +1096,38 @@ _GROUP_TEXT = {
 }
 #: What the page says where ``scorecard_notes`` records no reason for a row that misses.
 NO_NOTE = "Not established: no cause is recorded for this row."
+# The leading number of a printed value, and a value printed with its interval (publish.fmt.interval).
+_LEADING_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)")
+_WITH_INTERVAL = re.compile(r"^\s*-?\d+(?:\.\d+)? \((-?\d+(?:\.\d+)?)(?:-| to )(-?\d+(?:\.\d+)?)\)")
+
+
+def chance_note(paper: str, book: str, tolerance: float) -> str | None:
+    """The reason for a miss that a row's own numbers give: the paper's value inside this run's interval.
+
+    A row judged by a numeric tolerance (an AUC, a share) misses while the paper's value lies inside the
+    confidence interval the run prints for its own estimate: the miss is within the run's sampling error.
+
+    Parameters
+    ----------
+    paper, book : str
+        The row's cells as printed (``0.59``; ``0.552 (0.500-0.604)``).
+    tolerance : float
+        The row's tolerance (NaN for a row judged otherwise: then there is no such note).
+
+    Returns
+    -------
+    str or None
+        One sentence, or None when the numbers do not give it.
+    """
+    m_paper, m_book = _LEADING_NUMBER.match(str(paper)), _WITH_INTERVAL.match(str(book))
+    if m_paper is None or m_book is None or not math.isfinite(tolerance):
+        return None
+    value, low, high = float(m_paper.group(1)), float(m_book.group(1)), float(m_book.group(2))
+    if not low <= value <= high:
+        return None
+    return (f"Within this run's sampling error: the paper's {m_paper.group(1)} lies inside this run's confidence "
+            f"interval ({m_book.group(1)} to {m_book.group(2)}), which is wider than the criterion "
+            f"(±{tolerance:.3g}); no other cause is recorded.")
 
 
 def _within_cell(within, difference: float, tolerance: float) -> str:
@@ -1108,8 +1155,9 @@ def size_sentence(table: pd.DataFrame) -> str:
     n, paper_n = _run_size(table), manifest.paper_entry("cohort")["values"]["n"]
     if n is None or n == paper_n:
         return ""
-    return (f"This run analysed {n:,} patients, not the paper's {paper_n:,}: with fewer patients its results "
-            "vary more from one seed to another, so some rows miss by chance alone (the `paper` profile, "
+    return (f"This run analysed {n:,} patients, not the paper's {paper_n:,}: with fewer patients the models learn "
+            "less (their AUCs fall with the training set, as chapter 8's learning curve shows) and the results vary "
+            "more from one seed to another, so some rows miss for the run's size alone (the `paper` profile, "
             "`make book`, runs at the paper's size).")
 
 
@@ -1121,8 +1169,9 @@ def miss_lines(table: pd.DataFrame, notes: Mapping[str, str] | None = None) -> l
     table : pandas.DataFrame
         The output of :func:`scorecard`.
     notes : mapping, optional
-        ``{key: reason}``; default :func:`scorecard_notes`. A row without a note says that no cause is
-        recorded (:data:`NO_NOTE`) rather than guess one.
+        ``{key: reason}``; default :func:`scorecard_notes`. A row without a note gives the reason its own
+        numbers show (:func:`chance_note`: the paper's value inside the run's interval), else says that no
+        cause is recorded (:data:`NO_NOTE`) rather than guess one.
 
     Returns
     -------
@@ -1133,8 +1182,8 @@ def miss_lines(table: pd.DataFrame, notes: Mapping[str, str] | None = None) -> l
     lines = []
     for r in table[table["within"].map(lambda w: _is_comparable(w) and not w)].itertuples(index=False):
         group = _GROUP_TEXT.get(r.group, (r.group, ""))[0]
-        # without a note, the key tells a maintainer where one would go
-        reason = notes[r.key] if r.key in notes else f"{NO_NOTE[:-1]} (`{r.key}`)."
+        # without a note, the row's own numbers may say why; else the key tells a maintainer where one would go
+        reason = notes.get(r.key) or chance_note(r.paper, r.book, r.tolerance) or f"{NO_NOTE[:-1]} (`{r.key}`)."
         lines.append(f"- **{_cell(r.quantity)}** ({_cell(item_label(r.item))}, {group}): paper {_cell(r.paper)}; "
                      f"this book {_cell(r.book)}. *Why:* {_cell(reason)}")
     return lines

@@ -153,3 +153,20 @@ def test_the_quick_book_in_the_browser(built, capsys):
     # every figure of the book records its smallest text, so that the check above measured each one
     images = sorted((html / "_images").glob("*.png"))
     assert images and all(figtext.read_record(p)[0] is not None for p in images), images
+
+
+def test_the_first_screen_says_what_is_synthetic_and_what_is_reproduced(built, tmp_path):
+    """A reader who opens the book sees, without scrolling (1280 x 800), that the patients are synthetic
+    and which of the paper's headline findings the run reproduces and which it does not."""
+    from ctac_helpers.publish import scorecard
+
+    root, run_dir = built
+    seen = browser.first_screen(root / "_build" / "html", screenshot=tmp_path / "first_screen.png")
+    seen = seen.replace("\u2019", "'")  # the page's typographic apostrophes
+    assert "The patients are synthetic" in seen and "1,500 synthetic patients" in seen
+    status = scorecard.findings_status(scorecard.scorecard(run_dir))
+    assert f"Of the paper's {len(status)} headline findings" in seen
+    for state, label in (("reproduced", "Reproduced:"), ("not reproduced", "Not reproduced:")):
+        shorts = list(status.loc[status["status"] == state, "short"])
+        assert not shorts or label in seen
+        assert all(short in seen for short in shorts), (state, shorts, seen)

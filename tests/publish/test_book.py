@@ -99,8 +99,9 @@ def test_stage_source_writes_the_generated_pages(scored_book, tmp_path):
     intervals = (src / "book" / "intervals.md").read_text(encoding="utf-8")
     assert intervals.startswith("# Why the book's AUC intervals") and "| AUC, All | 0.80 (0.74 to 0.87) |" in intervals
     front = (src / "book" / book.FRONT_SUMMARY).read_text(encoding="utf-8")
-    assert front.startswith("**What this run reproduces.** On this run's patients, none of the held-out results")
-    assert "1 of the 1 results it was fitted to hold." in front
+    assert front.startswith("**What this run reproduces.** Of the paper's ") and "this run reproduces" in front
+    assert "None of the held-out results, which test the synthetic generator, can be judged; 1 of the 1 results " \
+           "it was fitted to hold." in front
     assert "{doc}`replication scorecard <scorecard>`" in front
     assert not (repo / "book" / "scorecard.md").exists()  # never written into the repository
     assert (repo / "book" / "status.md").read_text().startswith("# a hand-written")

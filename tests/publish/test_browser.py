@@ -84,6 +84,12 @@ def faulty_site(tmp_path_factory) -> Path:
     # as about 8 pt and 13 pt as about 11 pt
     _figure_png(root, "small_text", 8, 9.0)
     _figure_png(root, "large_text", 8, 13.0)
+    # a figure in Sphinx's image folder that records no text sizes (not written by RunDir.write_figure)
+    (root / "_images").mkdir()
+    fig, ax = plt.subplots(figsize=(4, 2.5))
+    ax.plot([0, 1], [0, 1])
+    fig.savefig(root / "_images" / "unrecorded.png", dpi=100)
+    plt.close(fig)
     return _write(root, {
         "chapter.html": _page("a clean chapter", _article(
             _output("3 scans measured; 25% of them | one in 4 [00:00 is not a bar]")
@@ -105,6 +111,7 @@ def faulty_site(tmp_path_factory) -> Path:
         "small_figure_text.html": _page("figure", _article(
             '<img src="run/figures/small_text.png" alt="small text" style="max-width:100%">'
             '<img src="run/figures/large_text.png" alt="large text" style="width:560px">')),
+        "unmeasured_figure.html": _page("figure", _article('<img src="_images/unrecorded.png" alt="no record">')),
         "index.html": _page("clean", '<h1 id="top-title">Clean</h1><img src="img/ok.png" alt="ok">'
                                      '<a href="#top-title">here</a> <a href="other/target.html#sec">there</a> '
                                      '<a href="other/target.html">page</a> <a href="img/ok.png">file</a> '
@@ -161,7 +168,7 @@ def test_list_pages_skips_sphinx_asset_folders(faulty_site):
     assert browser.list_pages(faulty_site) == [
         "broken_image.html", "broken_link.html", "chapter.html", "empty_section.html", "index.html", "js_error.html",
         "leaky_path.html", "missing_anchor.html", "noisy_outputs.html", "other/target.html", "small_figure_text.html",
-        "wide_tables.html"]
+        "unmeasured_figure.html", "wide_tables.html"]
     assert browser.screenshot_name("other/target.html") == "other__target.png"
 
 
@@ -178,7 +185,7 @@ def test_each_fault_is_found_on_its_page(faulty_check):
     pages = _by_page(problems)
     assert set(pages) == {"broken_image.html", "broken_link.html", "missing_anchor.html", "js_error.html",
                           "noisy_outputs.html", "wide_tables.html", "small_figure_text.html", "empty_section.html",
-                          "leaky_path.html", "_sources/notebooks/leaky.ipynb"}, problems
+                          "leaky_path.html", "_sources/notebooks/leaky.ipynb", "unmeasured_figure.html"}, problems
 
     [image] = pages["broken_image.html"]  # reported once, as an image (not again as a failed request)
     assert (image.kind, image.target) == ("image", "img/missing.png")
@@ -255,6 +262,29 @@ def test_figure_text_smaller_than_9_points_as_shown(faulty_site, faulty_check):
     assert "the least is 9 pt" in small.detail
     # the same record, shown at its natural size (a CSS pixel per pixel of a 150 dpi PNG), reads larger
     assert figtext.shown_points(9.0, 150, 975, 975) == pytest.approx(9.0 * 150 / 96)
+
+
+def test_a_figure_of_the_book_without_a_text_record(faulty_check):
+    problems, _ = faulty_check
+    [unmeasured] = _by_page(problems)["unmeasured_figure.html"]
+    assert (unmeasured.kind, unmeasured.target) == ("figure", "_images/unrecorded.png")
+    assert "records no text sizes" in unmeasured.detail and "cannot be checked" in unmeasured.detail
+
+
+def test_the_first_screen(tmp_path):
+    # a long first paragraph pushes the second below a 1280 x 800 window; folded text is not seen
+    words = " ".join(f"w{i}" for i in range(700))
+    _write(tmp_path, {"index.html": '<meta http-equiv="Refresh" content="0; url=book/intro.html" />',
+                      "book/intro.html": _page("intro", _article(
+                          f"<h1>The book</h1><p>Synthetic patients. {words}</p><p>below the fold</p>"
+                          "<details><summary>folded</summary><p>hidden</p></details>"))})
+    shot = tmp_path / "first.png"
+    seen = browser.first_screen(tmp_path, screenshot=shot)
+    assert seen.startswith("The book Synthetic patients. w0 w1 ")
+    assert "below the fold" not in seen and "hidden" not in seen and "w699" not in seen
+    with Image.open(shot) as im:
+        assert im.size == browser.FIRST_SCREEN
+    assert "below the fold" in browser.first_screen(tmp_path, "book/intro.html", size=(1280, 4000))
 
 
 def test_figure_text_record_is_the_smallest_text_drawn():
@@ -361,12 +391,13 @@ def test_cli_check_html(faulty_site, tmp_path, capsys):
     run_dir = tmp_path / "run"
     (run_dir / "screenshots").mkdir(parents=True)
     (run_dir / "screenshots" / "stale.png").write_bytes(b"")  # a page the book no longer has
-    rc = cli.main(["check-html", "--profile", "quick", "--run-dir", str(run_dir), "--html", str(faulty_site)])
+    rc = cli.main(["check-html", "--profile", "quick", "--run-dir", str(run_dir), "--html", str(faulty_site),
+                   "--timeout", "90"])
     out = capsys.readouterr().out
     assert rc == 1
     assert "broken_image.html: image img/missing.png: did not load" in out
     assert "book/scorecard.html: scorecard: the scorecard page does not exist" in out
-    assert out.rstrip().endswith(f"problem(s) on 11 of 12 pages of {faulty_site}; screenshots in "
+    assert out.rstrip().endswith(f"problem(s) on 12 of 13 pages of {faulty_site}; screenshots in "
                                  f"{run_dir / 'screenshots'}")
     assert sorted(p.name for p in (run_dir / "screenshots").iterdir()) == sorted(
         browser.screenshot_name(p) for p in browser.list_pages(faulty_site))

@@ -504,9 +504,11 @@ def test_scorecard_page(run_dir):
     misses = [ln for ln in _section(page, "## What this run does not reproduce").splitlines() if ln.startswith("- ")]
     assert len(misses) == sum(w is False for w in table["within"])
     line = next(ln for ln in misses if "**AUC, Coronary calcium, all patients**" in ln)
+    # no note recorded, but the paper's value lies inside this run's interval: the numbers say why
     assert line == ("- **AUC, Coronary calcium, all patients** (Supplementary Table 3, fitted to): paper 0.64 "
-                    "(0.57-0.71); this book 0.661 (0.600-0.800). *Why:* Not established: no cause is recorded for this "
-                    "row (`supp_table3/auc/cac`).")
+                    "(0.57-0.71); this book 0.661 (0.600-0.800). *Why:* Within this run's sampling error: the paper's "
+                    "0.64 lies inside this run's confidence interval (0.600 to 0.800), which is wider than the "
+                    "criterion (±0.02); no other cause is recorded.")
     # a comparison says what it tests and what each side found
     line = next(ln for ln in misses if "AI CTAC better than Coronary calcium" in ln)
     assert "paper significant (p < 0.001); this book not significant (p = 0.200)" in line
@@ -534,9 +536,28 @@ def test_scorecard_page(run_dir):
     assert "| chapter 5 |" in page and "{doc}" not in page and "*generator fit*" in page
 
 
+@pytest.mark.parametrize("paper, book, tolerance, expected", [
+    ("0.59", "0.552 (0.500-0.604)", 0.02, "the paper's 0.59 lies inside this run's confidence interval (0.500 to 0.604)"),
+    ("0.56 (0.49-0.63)", "0.539 (0.517-0.561)", 0.02, "0.56 lies inside"),  # the upper bound counts
+    ("0.77", "0.807 (0.785-0.830)", 0.03, None),  # outside the interval: chance is not the reason shown
+    ("0.59", "0.552", 0.02, None),  # no interval printed
+    ("1.71 (1.46-2.01)", "1.34 (1.13-1.58)", math.nan, None),  # judged by the paper's interval, not a tolerance
+    ("-0.10", "-0.05 (-0.20 to 0.10)", 0.02, "the paper's -0.10 lies inside"),
+])
+def test_chance_note(paper, book, tolerance, expected):
+    note = sc.chance_note(paper, book, tolerance)
+    if expected is None:
+        assert note is None
+    else:
+        assert expected in note and note.startswith("Within this run's sampling error") and note.endswith(".")
+
+
 def test_scorecard_page_states_a_small_run(run_dir):
     table = sc.scorecard(run_dir)  # table1 of 1,000 patients
-    assert "This run analysed 1,000 patients, not the paper's 10,480" in sc.scorecard_page(table)
+    page = sc.scorecard_page(table)
+    assert "This run analysed 1,000 patients, not the paper's 10,480" in page
+    # a smaller run's models learn less, not only vary more: its AUCs miss for its size, not by chance alone
+    assert "the models learn less" in page and "learning curve" in page and "by chance alone" not in page
     full = table.copy()
     full.loc[full["key"] == "table1/n", "difference"] = 0.0
     assert "This run analysed" not in sc.scorecard_page(full)
@@ -572,7 +593,13 @@ def test_headline_findings_are_validated(monkeypatch):
     findings = sc.headline_findings()
     assert findings and all(f["finding"] and f["keys"] for f in findings)
     assert set(k for f in findings for k in f["keys"]) <= set(sc.row_keys())
-    for entry, message in (([], "no 'headline_findings'"), ([{"finding": "x"}], "exactly 'finding' and 'keys'"),
+    # each names itself in a few words for the front page's first screen
+    assert all(f["short"] != f["finding"] and len(f["short"]) < len(f["finding"]) for f in findings)
+    _paper_with(monkeypatch, headline_findings=[{"finding": "Long text", "keys": ["nri/overall"]}])
+    assert sc.headline_findings() == [{"finding": "Long text", "short": "Long text", "keys": ["nri/overall"]}]
+    for entry, message in (([], "no 'headline_findings'"), ([{"finding": "x"}], "'finding', 'keys' and optionally"),
+                           ([{"finding": "x", "keys": ["nri/overall"], "note": "y"}], "optionally 'short'"),
+                           ([{"finding": "x", "short": 3, "keys": ["nri/overall"]}], "short must be non-empty"),
                            ([{"finding": " ", "keys": ["nri/overall"]}], "non-empty text"),
                            ([{"finding": "x", "keys": []}], "non-empty list"),
                            ([{"finding": "x", "keys": ["nri/nope"]}], "unknown scorecard keys: nri/nope")):
@@ -581,8 +608,9 @@ def test_headline_findings_are_validated(monkeypatch):
             sc.headline_findings()
 
 
-FINDINGS = [{"finding": "All beats calcium", "keys": ["supp_table3/delong/all-cac"]},
-            {"finding": "CTAC beats calcium", "keys": ["supp_table3/delong/ai_ctac-cac", "supp_table3/delong/all-cac"]},
+FINDINGS = [{"finding": "All beats calcium", "short": "All first", "keys": ["supp_table3/delong/all-cac"]},
+            {"finding": "CTAC beats calcium", "short": "CTAC second",
+             "keys": ["supp_table3/delong/ai_ctac-cac", "supp_table3/delong/all-cac"]},
             {"finding": "Hybrid beats CTAC, normal perfusion", "keys": ["supp_table4/delong/ai_hybrid-ai_ctac"]},
             {"finding": "Lungs on top", "keys": ["fig2/top_structure_all", "supp_table7/min_hr"]}]
 
@@ -602,9 +630,15 @@ def test_front_summary(run_dir):
     table = sc.scorecard(run_dir)
     text = sc.front_summary(table, findings=FINDINGS)
     (hw, hn) = sc.group_summary(table)["held_out"]
-    assert text.startswith(f"**What this run reproduces.** On this run's 1,000 patients, **{hw} of the {hn} "
-                           "held-out results** hold")
-    assert "this run reproduces 2 and does not reproduce 1; 1 cannot be tested on it" in text
+    # first the findings in a few words, by what the run does with them (a finding without a short names
+    # itself in full)
+    assert text.startswith("**What this run reproduces.** Of the paper's 4 headline findings, this run of 1,000 "
+                           "synthetic patients reproduces 2 and does not reproduce 1 (1 cannot be tested on it):\n\n"
+                           "- **Reproduced:** All first; Hybrid beats CTAC, normal perfusion.\n"
+                           "- **Not reproduced:** CTAC second.\n"
+                           "- **Not tested:** Lungs on top.\n\n"), text
+    assert f"Of the {hn} held-out results, which the synthetic generator was not fitted to" in text
+    assert f"**{hw} hold**" in text
     assert "| All beats calcium | reproduced |" in text and "| CTAC beats calcium | **not reproduced** |" in text
     assert "{doc}`replication scorecard <scorecard>`" in text and "<intervals>`" in text
     # the same counts as the scorecard page: both are read off one table
