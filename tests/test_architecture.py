@@ -178,7 +178,7 @@ def test_every_subpackage_lists_its_public_names():
 WHOLE_BOOK_TESTS = "end_to_end"
 
 
-def test_layout_problems(tests: Path, package: Path) -> list[str]:
+def _layout_problems(tests: Path, package: Path) -> list[str]:
     """Test files under ``tests/<subpackage>/`` that name no module of that subpackage.
 
     ``tests/cohort/test_validate.py`` and ``tests/cohort/test_validate_corpus.py`` both belong to
@@ -197,12 +197,11 @@ def test_layout_problems(tests: Path, package: Path) -> list[str]:
     return problems
 
 
-test_layout_problems.__test__ = False  # a helper, not a test
 
 
 def test_the_tests_mirror_the_package():
     # tests/stats/test_delong.py tests ctac_helpers/stats/delong.py: a newcomer finds a module's tests by its path.
-    assert test_layout_problems(ROOT / "tests", PACKAGE) == []
+    assert _layout_problems(ROOT / "tests", PACKAGE) == []
 
 
 def test_the_layout_check_finds_a_misplaced_test(tmp_path):
@@ -211,7 +210,7 @@ def test_the_layout_check_finds_a_misplaced_test(tmp_path):
     (tmp_path / "tests" / "stats").mkdir(parents=True)
     (tmp_path / "tests" / "stats" / "test_delong.py").write_text("")
     (tmp_path / "tests" / "stats" / "test_tables.py").write_text("")
-    assert test_layout_problems(tmp_path / "tests", tmp_path / "pkg") == [
+    assert _layout_problems(tmp_path / "tests", tmp_path / "pkg") == [
         "stats/test_tables.py: no module pkg/stats/tables.py"]
 
 

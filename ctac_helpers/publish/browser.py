@@ -617,15 +617,27 @@ def _screenshot(driver, path: Path) -> None:
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
     width = WINDOW_SIZE[0]
     height = min(max(WINDOW_SIZE[1], int(size["height"])), MAX_SCREENSHOT_HEIGHT)
+    with _window(driver, width, height):
+        _capture(driver, path)
+    logger.debug("screenshot %s (%dx%d)", path, width, height)
+
+
+@contextlib.contextmanager
+def _window(driver, width: int, height: int):
+    """Lay the page out as a window of ``width`` x ``height`` CSS pixels would, for the block."""
     driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
                            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
     try:
-        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+        yield
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(base64.b64decode(shot["data"]))
-    logger.debug("screenshot %s (%dx%d)", path, width, height)
+
+
+def _capture(driver, path: str | os.PathLike) -> None:
+    """Write a PNG of the window as it is laid out now."""
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(base64.b64decode(shot["data"]))
 
 
 class _Ids(html.parser.HTMLParser):
@@ -877,17 +889,11 @@ def first_screen(html_dir: str | os.PathLike, page: str = "index.html", size: tu
         if not _settle(driver, site, timeout):
             logger.warning("%s: still loading after %g s", page, timeout)
         width, height = size
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                               {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
-        try:
+        with _window(driver, width, height):
             driver.execute_script("window.scrollTo(0, 0);")
             text = driver.execute_script(_FIRST_SCREEN_JS, height)
             if screenshot is not None:
-                shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
-                Path(screenshot).parent.mkdir(parents=True, exist_ok=True)
-                Path(screenshot).write_bytes(base64.b64decode(shot["data"]))
-        finally:
-            driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+                _capture(driver, screenshot)
     return " ".join(str(text).split())
 
 
