@@ -1358,9 +1358,11 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
                   f"seed {fit.get('seed', '')}. Proxy evaluations: {fit.get('proxy_evaluations', '')}; time: "
                   f"{float(fit.get('seconds', float('nan'))) / 60:.1f} minutes on the machine that ran it.", ""]
         n_rounds = len(fit.get("rounds") or [])
-        if fit.get("kept_round") and n_rounds > 1:
+        if fit.get("kept_round") is not None and n_rounds > 1:
             parts += [f"Confirmations: {n_rounds}; round {int(fit['kept_round'])}, whose confirmed AUCs come nearest "
-                      "the targets, is kept (its values are below).", ""]
+                      "the targets, is kept (its values are below"
+                      + ("; round 0 is the starting point, confirmed before any proxy fit)." if any(
+                          r.get("round") == 0 for r in fit.get("rounds") or []) else ")."), ""]
         recorded = fit.get("fingerprint")
         if not recorded:
             parts += ["```{warning}", "The fit record names no fingerprint of the generator it was made with (it "

@@ -77,14 +77,16 @@ def test_write_generator_file_round_trips(tmp_path):
 
 
 def test_the_round_nearest_the_targets_is_kept(monkeypatch):
-    # Three rounds whose confirmations miss by 0.03, 0.015 and 0.06: the second is kept, not the last.
+    # Round 0 confirms the start; rounds 1-3 follow proxy fits. Their confirmations miss by 0.05, 0.03,
+    # 0.015 and 0.06: round 2 is kept, not the last.
     targets = [t for t in gf.fit_targets() if t.kind == "auc"]
     structural = [t for t in targets if gf.moved_by(t) == "structure"]
-    miss = {1: 0.03, 2: 0.015, 3: 0.06}
-    state = {"round": 0}
+    miss = {0: 0.05, 1: 0.03, 2: 0.015, 3: 0.06}
+    state = {"round": 0, "offsets": []}
     base = synth.generator_constants()
 
     def fit_structure(targets_, offsets, config, start, record):
+        state["offsets"].append(dict(offsets))
         state["round"] += 1
         return start.replace(age_modulation=0.1 * state["round"])
 
@@ -99,12 +101,21 @@ def test_the_round_nearest_the_targets_is_kept(monkeypatch):
     monkeypatch.setattr(synth, "synthetic_dataset", lambda n, seed, constants: synth.SyntheticDataset(
         cohort=pd.DataFrame(), ct_features=pd.DataFrame(), latent=pd.DataFrame()))
     monkeypatch.setattr(synth, "generator_fingerprint", lambda constants: "f" * 64)
-    out = gf.calibrate(gf.FitConfig(max_rounds=3), start=base)
+    out = gf.calibrate(gf.FitConfig(max_rounds=4), start=base.replace(age_modulation=0.0))
+    assert [r["round"] for r in out["fit"]["rounds"]] == [0, 1, 2, 3]
     assert out["constants"]["age_modulation"] == pytest.approx(0.2)
-    assert out["fit"]["kept_round"] == 2 and len(out["fit"]["rounds"]) == 3
+    assert out["fit"]["kept_round"] == 2
     kept = {t["key"]: t["confirmed"] for t in out["fit"]["targets"] if t["key"] == structural[0].key}
     assert kept[structural[0].key] == pytest.approx(structural[0].value + 0.015)
-    # a round within the tolerance ends the fit
-    state["round"], miss[1] = 0, 0.005
-    out = gf.calibrate(gf.FitConfig(max_rounds=3), start=base)
-    assert out["fit"]["kept_round"] == 1 and len(out["fit"]["rounds"]) == 1
+    # the first proxy fit already corrects by the offset measured at the start (proxy - confirmed = -0.05)
+    assert state["offsets"][0][structural[0].key] == pytest.approx(-0.05)
+    # a start within the tolerance ends the fit at round 0, with no proxy fit and the start's constants
+    state.update(round=0, offsets=[])
+    miss[0] = 0.005
+    out = gf.calibrate(gf.FitConfig(max_rounds=4), start=base.replace(age_modulation=0.0))
+    assert out["fit"]["kept_round"] == 0 and len(out["fit"]["rounds"]) == 1 and not state["offsets"]
+    assert out["constants"]["age_modulation"] == 0.0
+    # without confirmation: one proxy fit, no round 0
+    state.update(round=0, offsets=[])
+    out = gf.calibrate(gf.FitConfig(max_rounds=4, confirm=False), start=base)
+    assert [r["round"] for r in out["fit"]["rounds"]] == [1] and len(state["offsets"]) == 1

@@ -706,6 +706,11 @@ def test_generator_fit_page():
     assert "names no fingerprint" in page and "is kept" not in page
     kept = sc.generator_fit_page({**content, "fit": {**content["fit"], "kept_round": 1, "rounds": [{}, {}]}})
     assert "Confirmations: 2; round 1, whose confirmed AUCs come nearest the targets, is kept" in kept
+    # round 0 (the starting point, confirmed before any proxy fit) can be the one kept
+    start = sc.generator_fit_page({**content, "fit": {**content["fit"], "kept_round": 0,
+                                                     "rounds": [{"round": 0}, {"round": 1}]}})
+    assert ("Confirmations: 2; round 0, whose confirmed AUCs come nearest the targets, is kept (its values are "
+            "below; round 0 is the starting point, confirmed before any proxy fit).") in start
     content["fit"]["fingerprint"] = "a" * 64
     assert "```{warning}" not in sc.generator_fit_page(content, fingerprint="a" * 64)
     changed = sc.generator_fit_page(content, fingerprint="b" * 64)
