@@ -440,8 +440,8 @@ def calibrate(config: FitConfig = FitConfig(), start: synth.GeneratorConstants |
         _, chosen, constants = kept
         if chosen != len(rounds) - 1:
             logger.info("keeping round %d, nearest the targets (largest miss %.3f)", rounds[chosen]["round"], kept[0])
-    data = synth.synthetic_dataset(config.n_patients, config.seed, constants)
-    reached_share = ischemic_share(data.cohort)
+    # the share needs the cohort table only, not the CT features a dataset also draws
+    reached_share = ischemic_share(synth.synthetic_cohort(config.n_patients, config.seed, constants))
     final = rounds[chosen]
     fit = {
         "method": "proxy least squares (L2 logistic regression, "
