@@ -67,6 +67,7 @@ __all__ = [
     "margin_excess",
     "moved_by",
     "heldout_seeds",
+    "resumable_heldout",
     "write_generator_file",
 ]
 
@@ -523,7 +524,8 @@ def heldout_run(seed: int, run_root: str | Path, profile: str = "paper") -> Path
 
 
 def heldout_check(seeds: Sequence[int], run_root: str | Path, profile: str = "paper",
-                  on_seed: Callable[[list[int], pd.DataFrame], None] | None = None) -> pd.DataFrame:
+                  on_seed: Callable[[list[int], pd.DataFrame], None] | None = None,
+                  previous: Mapping | None = None) -> pd.DataFrame:
     """Run the book on other seeds and count, per scorecard row, in how many runs it holds.
 
     Parameters
@@ -536,23 +538,72 @@ def heldout_check(seeds: Sequence[int], run_root: str | Path, profile: str = "pa
         The profile to run (``paper``).
     on_seed : callable, optional
         Called after each seed with the seeds done so far and their counts (to record progress).
+    previous : mapping, optional
+        An earlier check of the same generator (``generator.yaml``'s ``heldout`` record: ``seeds`` and
+        ``rows``, see :func:`resumable_heldout`): its seeds are not run again and its counts are added
+        to those of the seeds run now, so that an interrupted check goes on where it stopped.
 
     Returns
     -------
     DataFrame
-        :func:`ctac_helpers.publish.scorecard.holds_by_key` of the run directories.
+        :func:`ctac_helpers.publish.scorecard.holds_by_key` of the run directories, plus the counts of
+        ``previous``; a row met in a run of either has its counts summed.
+
+    Raises
+    ------
+    ValueError
+        ``previous`` records a seed twice or its rows lack a count.
     """
     from ctac_helpers.publish import scorecard as scorecard_mod
 
-    run_dirs, done = [], []
-    holds = pd.DataFrame()
+    done = [int(s) for s in (previous or {}).get("seeds") or []]
+    if len(set(done)) != len(done):
+        raise ValueError(f"the earlier held-out check records a seed twice: {done}")
+    earlier = pd.DataFrame.from_records(list((previous or {}).get("rows") or []))
+    if len(earlier):
+        missing = {"key", "group", "runs", "comparable", "holds"} - set(earlier.columns)
+        if missing:
+            raise ValueError(f"the earlier held-out check's rows lack {sorted(missing)}")
+    if done:
+        logger.info("held-out check: seeds %s recorded earlier, not run again", done)
+    run_dirs = []
+    holds = _add_counts(earlier, pd.DataFrame())
     for s in seeds:
+        if int(s) in done:
+            continue
         run_dirs.append(heldout_run(s, run_root, profile))
         done.append(int(s))
-        holds = scorecard_mod.holds_by_key(run_dirs)
+        holds = _add_counts(earlier, scorecard_mod.holds_by_key(run_dirs))
         if on_seed is not None:
             on_seed(list(done), holds)
     return holds
+
+
+def _add_counts(earlier: pd.DataFrame, now: pd.DataFrame) -> pd.DataFrame:
+    """The held-out counts of two sets of runs summed per key (keys in the order first met)."""
+    counts = ["runs", "comparable", "holds"]
+    frames = [f for f in (earlier, now) if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=["key", "group", *counts])
+    both = pd.concat(frames, ignore_index=True)
+    # the labels (group, item, quantity) of the latest runs, the counts of all
+    labels = both.drop(columns=counts).drop_duplicates("key", keep="last").set_index("key")
+    summed = both.groupby("key", sort=False)[counts].sum().astype(int)
+    return summed.join(labels).reset_index()[["key", *labels.columns, *counts]]
+
+
+def resumable_heldout(content: Mapping, fingerprint: str) -> dict | None:
+    """The ``heldout`` record of ``generator.yaml`` if it was made with the generator of ``fingerprint``.
+
+    A record made before the held-out check stored its own ``fingerprint`` belongs to the fit's
+    (a new fit drops the record), so the fit's fingerprint stands for it. None when there is no record
+    or it was made with another generator: its counts say nothing of this one.
+    """
+    heldout = content.get("heldout") or {}
+    if not heldout.get("seeds"):
+        return None
+    made_with = heldout.get("fingerprint") or (content.get("fit") or {}).get("fingerprint")
+    return dict(heldout) if made_with == fingerprint else None
 
 
 def _round(value):

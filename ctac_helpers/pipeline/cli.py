@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="after the fit, run the book on the N seeds after the default one (default 0)")
     p_cal.add_argument("--heldout-only", action="store_true",
                        help="skip the fit: run the held-out check with the constants of generator.yaml")
+    p_cal.add_argument("--heldout-fresh", action="store_true",
+                       help="run every held-out seed again, forgetting the seeds that generator.yaml records for "
+                            "the same generator (by default they are kept and only the others run)")
     p_cal.add_argument("--runs", metavar="DIR", type=Path, default=Path("runs"),
                        help="where the held-out runs go (default ./runs)")
     p_cal.add_argument("--out", metavar="FILE", type=Path,
@@ -312,6 +315,7 @@ def format_status(rows: list) -> str:
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from ctac_helpers.cohort import synth
     from ctac_helpers.pipeline import calibrate as generator_fit
 
     if args.heldout_only and not args.heldout_seeds:
@@ -325,14 +329,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         path = generator_fit.write_generator_file(content, args.out)
         logger.info("fitted constants written to %s (%.0f s)", path, content["fit"]["seconds"])
     if args.heldout_seeds:
+        # an interrupted check of the same generator goes on: its recorded seeds are not run again
+        fingerprint = synth.generator_fingerprint(synth.GeneratorConstants(**content["constants"]))
+        previous = None if args.heldout_fresh else generator_fit.resumable_heldout(content, fingerprint)
+
         def record(done, holds):  # after every seed, so that an interrupted check keeps what it did
-            content["heldout"] = {"seeds": done,
-                                  "rows": holds.drop(columns=["item", "quantity"]).to_dict("records")}
+            content["heldout"] = {"seeds": done, "fingerprint": fingerprint,
+                                  "rows": holds.drop(columns=["item", "quantity"], errors="ignore").to_dict("records")}
             path = generator_fit.write_generator_file(content, args.out)
             logger.info("held-out check on seeds %s written to %s", done, path)
 
         generator_fit.heldout_check(generator_fit.heldout_seeds(count=args.heldout_seeds), args.runs,
-                                    on_seed=record)
+                                    on_seed=record, previous=previous)
     return 0
 
 

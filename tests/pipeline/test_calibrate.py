@@ -135,3 +135,52 @@ def test_the_fit_is_reproduced_from_scratch(monkeypatch):
     assert first["constants"] == second["constants"]
     assert first["fit"]["rounds"] == second["fit"]["rounds"]
     assert first["fit"]["fingerprint"] == second["fit"]["fingerprint"]
+
+
+def _counts(key_holds: dict, group: str = "held_out") -> pd.DataFrame:
+    return pd.DataFrame([{"key": k, "group": group, "item": k.split("/")[0], "quantity": k, "runs": 1,
+                          "comparable": 1, "holds": h} for k, h in key_holds.items()])
+
+
+def test_an_interrupted_heldout_check_goes_on_where_it_stopped(monkeypatch, tmp_path):
+    from ctac_helpers.publish import scorecard
+
+    ran = []
+    monkeypatch.setattr(gf, "heldout_run", lambda s, root, profile="paper": ran.append(s) or tmp_path / f"heldout-{s}")
+    # each new run: row a holds, row c (met only now) does not
+    monkeypatch.setattr(scorecard, "holds_by_key", lambda dirs: pd.concat(
+        [_counts({"x/a": 1, "x/c": 0}) for _ in dirs], ignore_index=True).groupby(
+        ["key", "group", "item", "quantity"], sort=False, as_index=False).sum())
+    previous = {"seeds": [101, 102], "rows": [{"key": "x/a", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1},
+                                              {"key": "x/b", "group": "held_out", "runs": 2, "comparable": 2, "holds": 2}]}
+    progress = []
+    out = gf.heldout_check([101, 102, 103, 104], tmp_path, previous=previous,
+                           on_seed=lambda done, holds: progress.append((done, holds)))
+    assert ran == [103, 104]  # the recorded seeds are not run again
+    assert [d for d, _ in progress] == [[101, 102, 103], [101, 102, 103, 104]]
+    got = out.set_index("key")
+    assert list(got.index) == ["x/a", "x/b", "x/c"]
+    assert got.loc["x/a", ["runs", "comparable", "holds"]].tolist() == [4, 4, 3]
+    assert got.loc["x/b", ["runs", "comparable", "holds"]].tolist() == [2, 2, 2]
+    assert got.loc["x/c", ["runs", "comparable", "holds"]].tolist() == [2, 2, 0]
+    assert progress[0][1].set_index("key").loc["x/a", "holds"] == 2  # the record after the first new seed
+    # nothing left to run: the earlier counts as they were
+    ran.clear()
+    again = gf.heldout_check([101, 102], tmp_path, previous=previous)
+    assert ran == [] and again.set_index("key").loc["x/b", "holds"] == 2
+    with pytest.raises(ValueError, match="records a seed twice"):
+        gf.heldout_check([103], tmp_path, previous={"seeds": [101, 101], "rows": []})
+    with pytest.raises(ValueError, match="lack"):
+        gf.heldout_check([103], tmp_path, previous={"seeds": [101], "rows": [{"key": "x/a", "group": "held_out"}]})
+
+
+def test_only_a_check_of_the_same_generator_is_resumed():
+    record = {"seeds": [101], "rows": [], "fingerprint": "f1"}
+    assert gf.resumable_heldout({"fit": {"fingerprint": "f0"}, "heldout": record}, "f1")["seeds"] == [101]
+    assert gf.resumable_heldout({"fit": {"fingerprint": "f0"}, "heldout": record}, "f0") is None
+    # a record without its own fingerprint belongs to the fit's (a new fit drops the record)
+    old = {"seeds": [101], "rows": []}
+    assert gf.resumable_heldout({"fit": {"fingerprint": "f0"}, "heldout": old}, "f0")["seeds"] == [101]
+    assert gf.resumable_heldout({"fit": {"fingerprint": "f0"}, "heldout": old}, "f2") is None
+    assert gf.resumable_heldout({"fit": {"fingerprint": "f0"}}, "f0") is None
+    assert gf.resumable_heldout({"fit": {}, "heldout": old}, "f0") is None

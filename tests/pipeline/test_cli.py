@@ -195,3 +195,33 @@ def test_run_refuses_a_wrongly_typed_parameter_before_writing_anything(fake_book
     assert f"{cfg}, line 4, key 'stages.up.n': got 'many'; expected an integer (up.ipynb declares n: int)" in err
     assert f"{cfg}, line 6, key 'stages.down.fail': got 1; expected true or false" in err
     assert not run_dir.exists()
+
+
+def test_calibrate_heldout_resumes_the_recorded_seeds_unless_fresh(monkeypatch, tmp_path):
+    import pandas as pd
+    import yaml
+
+    from ctac_helpers.cohort import synth
+    from ctac_helpers.core import manifest
+    from ctac_helpers.pipeline import calibrate as generator_fit
+
+    content = {"constants": dict(manifest.generator_file()["constants"]), "fit": {"fingerprint": "f0"},
+               "heldout": {"seeds": [20240102], "rows": []}}
+    monkeypatch.setattr(manifest, "generator_file", lambda: content)
+    monkeypatch.setattr(synth, "generator_fingerprint", lambda constants=None: "f0")
+    calls = []
+
+    def fake_check(seeds, runs, on_seed=None, previous=None):
+        calls.append((list(seeds), previous))
+        on_seed([20240102, 20240103], pd.DataFrame([{"key": "x/a", "group": "held_out", "item": "x", "quantity": "a",
+                                                     "runs": 2, "comparable": 2, "holds": 1}]))
+
+    monkeypatch.setattr(generator_fit, "heldout_check", fake_check)
+    out = tmp_path / "generator.yaml"
+    assert cli.main(["calibrate", "--heldout-only", "--heldout-seeds", "2", "--out", str(out)]) == 0
+    assert calls[-1][0] == [20240102, 20240103] and calls[-1][1]["seeds"] == [20240102]
+    written = yaml.safe_load(out.read_text())["heldout"]
+    assert written["seeds"] == [20240102, 20240103] and written["fingerprint"] == "f0"
+    assert written["rows"] == [{"key": "x/a", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1}]
+    assert cli.main(["calibrate", "--heldout-only", "--heldout-seeds", "2", "--heldout-fresh", "--out", str(out)]) == 0
+    assert calls[-1][1] is None
