@@ -66,13 +66,23 @@ def slowest_cells(run_dir: Path, n: int) -> list[tuple[float, str, int, str]]:
     return sorted(cells, reverse=True)[:n]
 
 
+def stages_until(name: str) -> list[str]:
+    """``name`` and the stages it needs, in the order they run (``cohort``, chapter 1, runs after the
+    imaging chapters, so ``--until segmentation`` runs ``data`` and ``segmentation`` only)."""
+    from ctac_helpers.core.stages import execution_order, upstream_of
+
+    wanted = upstream_of(name) | {name}
+    return [st.name for st in execution_order() if st.name in wanted]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="paper", help="book profile (default: paper)")
     ap.add_argument("--config", help="a run configuration file (as `ctac-book run --config`)")
     ap.add_argument("--run-dir", type=Path, help="an empty or missing run directory (default: a temporary one)")
     ap.add_argument("--until", metavar="STAGE",
-                    help="run the stages in order up to this one only (each with `ctac-book run --only`)")
+                    help="run this stage and the stages it needs only, in execution order (each with "
+                         "`ctac-book run --only`)")
     ap.add_argument("--build", action="store_true", help="also time `ctac-book build`")
     ap.add_argument("--keep", action="store_true", help="keep the temporary run directory")
     ap.add_argument("--warm-cache", action="store_true",
@@ -107,7 +117,7 @@ def main(argv=None) -> int:
     if args.until is None:
         rc = subprocess.call(_cli("run", "-q", *common), cwd=cwd, env=env)
     else:
-        for name in names[: names.index(args.until) + 1]:
+        for name in stages_until(args.until):
             rc = subprocess.call(_cli("run", "-q", *common, "--only", name), cwd=cwd, env=env)
             if rc != 0:
                 break

@@ -132,6 +132,14 @@ def test_book_benchmark_lists_the_slowest_cells(tmp_path):
     assert bench_book.slowest_cells(tmp_path, 1) == [(9.0, "02_segmentation", 1, "slow()")]
 
 
+def test_book_benchmark_runs_a_stage_with_what_it_needs_in_execution_order():
+    assert bench_book.stages_until("data") == ["data"]
+    assert bench_book.stages_until("segmentation") == ["data", "segmentation"]
+    # the cohort chapter (01) reads the imaging chapters' features: they run before it
+    assert bench_book.stages_until("cohort") == ["data", "segmentation", "cac_eat", "radiomics", "cohort"]
+    assert bench_book.stages_until("models") == ["data", "segmentation", "cac_eat", "radiomics", "models"]
+
+
 def test_book_benchmark_refuses_what_it_cannot_time(tmp_path):
     with pytest.raises(SystemExit) as exc:
         bench_book.main(["--until", "no_such_stage"])

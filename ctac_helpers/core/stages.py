@@ -184,6 +184,18 @@ def execution_order(stages: tuple[Stage, ...] = STAGES) -> list[Stage]:
     return ordered
 
 
+def upstream_of(name: str, stages: tuple[Stage, ...] = STAGES) -> set[str]:
+    """Names of all stages that ``name`` needs, directly or not (``name`` itself excluded)."""
+    by_name = {s.name: s for s in stages}
+    get_stage(name, stages)
+    out: set[str] = set()
+    frontier = set(by_name[name].needs)
+    while frontier:
+        out |= frontier
+        frontier = {dep for n in frontier for dep in by_name[n].needs} - out
+    return out
+
+
 def downstream_of(name: str, stages: tuple[Stage, ...] = STAGES) -> set[str]:
     """Names of all stages that depend, directly or not, on ``name``."""
     out: set[str] = set()

@@ -1,6 +1,6 @@
 import pytest
 
-from ctac_helpers.core.stages import STAGES, Stage, downstream_of, execution_order, get_stage, stage_names
+from ctac_helpers.core.stages import STAGES, Stage, downstream_of, execution_order, get_stage, stage_names, upstream_of
 
 
 def names(stages):
@@ -41,6 +41,21 @@ def test_get_stage_lists_allowed_names():
     assert get_stage("cohort").notebook == "01_cohort.ipynb"
     with pytest.raises(ValueError, match=r"unknown stage 'nope'; allowed: data, cohort"):
         get_stage("nope")
+
+
+def test_upstream_of():
+    stages = (
+        Stage("a", "a.ipynb"),
+        Stage("b", "b.ipynb", needs=("a",)),
+        Stage("c", "c.ipynb", needs=("b", "d")),
+        Stage("d", "d.ipynb"),
+    )
+    assert upstream_of("c", stages) == {"a", "b", "d"}
+    assert upstream_of("a", stages) == set()
+    assert upstream_of("segmentation") == {"data"}
+    assert upstream_of("cohort") == {"data", "segmentation", "cac_eat", "radiomics"}
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        upstream_of("nope", stages)
 
 
 def test_downstream_of():
