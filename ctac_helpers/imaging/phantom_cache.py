@@ -10,9 +10,12 @@ Safety
 ------
 * The key is the SHA-256 of the filled-in parameters, the seed, the grid, the source of the modules
   that draw, describe and write a phantom (:data:`CODE_MODULES`: the modules of ``imaging.phantom`` this
-  module calls and every module of the package they import, directly or not), every file of
-  ``data_manifest/`` and the versions of numpy, scipy and SimpleITK (the random streams, the filters and
-  the NIfTI writer): any change to them is a new key, never a stale hit. The glue that makes parameters
+  module calls and every module of the package they import, directly or not), the files of
+  ``data_manifest/`` that this code reads (:data:`MANIFEST_FILES`; a test draws and writes a phantom with
+  only these files in place) and the versions of numpy, scipy and SimpleITK (the random streams, the
+  filters and the NIfTI writer): any change to them is a new key, never a stale hit. The other data files
+  (the paper's numbers and notes, the generator's constants and fit record, the schemas) do not decide a
+  phantom's files, so recording a fit or editing a note does not draw the phantoms again. The glue that makes parameters
   from the synthetic cohort (``imaging.phantom.from_cohort``) and the generator are not among them: they
   decide the parameters, which are in the key themselves.
 * An entry is written into a hidden temporary folder and renamed into place in one step, so a killed
@@ -69,6 +72,10 @@ CODE_MODULES = ("ctac_helpers.imaging.phantom.build", "ctac_helpers.imaging.phan
                 "ctac_helpers.imaging.calcium", "ctac_helpers.imaging.fat", "ctac_helpers.imaging.presence",
                 "ctac_helpers.imaging.grid", "ctac_helpers.core.manifest", "ctac_helpers.core.rundir",
                 "ctac_helpers.core.paths", "ctac_helpers.core.figtext", "ctac_helpers.definitions")
+#: Files of ``data_manifest/`` that the code of :data:`CODE_MODULES` reads while drawing, describing and
+#: writing a phantom (the TotalSegmentator classes, the synthetic structures and tissues); a test draws
+#: and writes a phantom with only these files in place.
+MANIFEST_FILES = ("structures.yaml",)
 
 
 def cache_root() -> Path | None:
@@ -101,8 +108,8 @@ def code_version(modules: Sequence[str] = CODE_MODULES) -> str:
     Returns
     -------
     str
-        Hex digest over the modules' source, every file of ``data_manifest/`` (by its path inside that
-        folder) and the numpy, scipy and SimpleITK versions.
+        Hex digest over the modules' source, the files :data:`MANIFEST_FILES` of ``data_manifest/`` (by
+        name) and the numpy, scipy and SimpleITK versions.
     """
     import numpy
     import scipy
@@ -112,8 +119,8 @@ def code_version(modules: Sequence[str] = CODE_MODULES) -> str:
     for name in modules:
         h.update(name.encode() + b"\0" + Path(importlib.util.find_spec(name).origin).read_bytes())
     manifest_dir = manifest.MANIFEST_DIR
-    for f in sorted(p for p in manifest_dir.rglob("*") if p.is_file()):
-        h.update(f.relative_to(manifest_dir).as_posix().encode() + b"\0" + f.read_bytes())
+    for name in MANIFEST_FILES:
+        h.update(name.encode() + b"\0" + (manifest_dir / name).read_bytes())
     h.update(f"numpy {numpy.__version__} scipy {scipy.__version__} SimpleITK {SimpleITK.Version_VersionString()}"
              .encode())
     return h.hexdigest()

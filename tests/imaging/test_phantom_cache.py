@@ -64,6 +64,56 @@ def test_code_modules_cover_every_module_the_phantom_code_imports():
     assert "ctac_helpers.imaging.phantom.from_cohort" not in needed
 
 
+def _manifest_copy(monkeypatch, tmp_path, names):
+    """Point the data manifest at a copy of ``names`` only (the cached reads are forgotten now and after)."""
+    import shutil
+
+    from ctac_helpers.core import manifest
+
+    copy = tmp_path / "data_manifest"
+    copy.mkdir()
+    for name in names:
+        shutil.copy(manifest.MANIFEST_DIR / name, copy / name)
+    manifest.clear_cache()
+    monkeypatch.setattr(manifest, "MANIFEST_DIR", copy)
+    return copy
+
+
+def test_the_phantom_code_reads_only_the_data_files_in_its_key(monkeypatch, tmp_path):
+    from ctac_helpers.core import manifest
+
+    plain = phantom.write_phantom(phantom.ctac_phantom(PARAMS, seed=3, **GRID), tmp_path / "plain", "phantom")
+    try:
+        _manifest_copy(monkeypatch, tmp_path, phantom_cache.MANIFEST_FILES)
+        # drawing, describing and writing a phantom with no other data file in place: a read of any other
+        # would fail here, and the files are those drawn with every data file
+        cached, reused = phantom_cache.write_phantom_cached(PARAMS, 3, GRID["shape"], GRID["spacing"],
+                                                            tmp_path / "run", "phantom", root=tmp_path / "cache")
+        assert not reused
+        assert _bytes(cached) == _bytes(plain)
+    finally:
+        monkeypatch.undo()
+        manifest.clear_cache()
+
+
+def test_only_the_data_files_the_phantoms_read_move_the_key(monkeypatch, tmp_path):
+    from ctac_helpers.core import manifest
+
+    names = sorted(p.name for p in manifest.MANIFEST_DIR.iterdir() if p.is_file())
+    assert set(phantom_cache.MANIFEST_FILES) < set(names)
+    try:
+        copy = _manifest_copy(monkeypatch, tmp_path, names)
+        before = phantom_cache.code_version()
+        for name in ("paper_values.yaml", "generator.yaml"):  # a note edited, a fit recorded
+            (copy / name).write_text((copy / name).read_text() + "\n# edited\n")
+        assert phantom_cache.code_version() == before
+        (copy / "structures.yaml").write_text((copy / "structures.yaml").read_text() + "\n# edited\n")
+        assert phantom_cache.code_version() != before
+    finally:
+        monkeypatch.undo()
+        manifest.clear_cache()
+
+
 def _bytes(paths):
     return {k: open(p, "rb").read() for k, p in paths.items()}
 
