@@ -15,9 +15,9 @@ Safety
   only these files in place) and the versions of numpy, scipy and SimpleITK (the random streams, the
   filters and the NIfTI writer): any change to them is a new key, never a stale hit. The other data files
   (the paper's numbers and notes, the generator's constants and fit record, the schemas) do not decide a
-  phantom's files, so recording a fit or editing a note does not draw the phantoms again. The glue that makes parameters
-  from the synthetic cohort (``imaging.phantom.from_cohort``) and the generator are not among them: they
-  decide the parameters, which are in the key themselves.
+  phantom's files, so recording a fit or editing a note does not draw the phantoms again. The glue that
+  makes parameters from the synthetic cohort (``imaging.phantom.from_cohort``) and the generator are not
+  among them: they decide the parameters, which are in the key themselves.
 * An entry is written into a hidden temporary folder and renamed into place in one step, so a killed
   build leaves no half-written entry, and two processes building the same phantom both end with
   the same complete entry.

@@ -151,8 +151,9 @@ def test_an_interrupted_heldout_check_goes_on_where_it_stopped(monkeypatch, tmp_
     monkeypatch.setattr(scorecard, "holds_by_key", lambda dirs: pd.concat(
         [_counts({"x/a": 1, "x/c": 0}) for _ in dirs], ignore_index=True).groupby(
         ["key", "group", "item", "quantity"], sort=False, as_index=False).sum())
-    previous = {"seeds": [101, 102], "rows": [{"key": "x/a", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1},
-                                              {"key": "x/b", "group": "held_out", "runs": 2, "comparable": 2, "holds": 2}]}
+    previous = {"seeds": [101, 102],
+                "rows": [{"key": "x/a", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1},
+                         {"key": "x/b", "group": "held_out", "runs": 2, "comparable": 2, "holds": 2}]}
     progress = []
     out = gf.heldout_check([101, 102, 103, 104], tmp_path, previous=previous,
                            on_seed=lambda done, holds: progress.append((done, holds)))
