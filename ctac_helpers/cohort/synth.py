@@ -262,15 +262,20 @@ class GeneratorConstants:
 GENERATOR_FILE = "generator.yaml"
 
 
-def generator_constants() -> GeneratorConstants:
+def generator_constants(content: Mapping | None = None) -> GeneratorConstants:
     """The constants of ``data_manifest/generator.yaml`` (fitted by ``ctac-book calibrate``).
+
+    Parameters
+    ----------
+    content : mapping, optional
+        The parsed file, or what ``ctac-book calibrate`` is about to write; default the file itself.
 
     Raises
     ------
     ValueError
         The file lacks ``constants`` or holds an unknown or invalid constant.
     """
-    entry = manifest.generator_file().get("constants")
+    entry = (manifest.generator_file() if content is None else content).get("constants")
     if not isinstance(entry, Mapping):
         raise ValueError(f"data_manifest/{GENERATOR_FILE} has no 'constants' mapping")
     known = {f.name for f in dataclasses.fields(GeneratorConstants)}

@@ -330,7 +330,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         logger.info("fitted constants written to %s (%.0f s)", path, content["fit"]["seconds"])
     if args.heldout_seeds:
         # an interrupted check of the same generator goes on: its recorded seeds are not run again
-        fingerprint = synth.generator_fingerprint(synth.GeneratorConstants(**content["constants"]))
+        fingerprint = synth.generator_fingerprint(synth.generator_constants(content))
         previous = None if args.heldout_fresh else generator_fit.resumable_heldout(content, fingerprint)
 
         def record(done, holds):  # after every seed, so that an interrupted check keeps what it did
