@@ -28,6 +28,12 @@ The procedure, in two stages:
    come nearest the targets (smallest largest miss) is kept, not necessarily the last: a correction
    can overshoot where the proxy's offset changes with the constants.
 
+Two checks follow a fit. The held-out check (:func:`heldout_check`) runs the whole book on other seeds
+and counts how often each held-out scorecard row holds. The structure's spread (:func:`structure_spread`)
+measures, in seconds a seed, the held-out quantities that need none of the book's models (the latent
+death signal by subgroup, stress TPD alone and the EAT model's proxy by subset), so that a row the
+structure cannot reach is told from one that sampling moves.
+
 The result (constants, targets, values reached by proxy and confirmation in every round, the
 proxy's offsets from the book's procedure at the last confirmation, time taken) is written to
 ``data_manifest/generator.yaml``; the book's "Generator fit" page renders it.
@@ -35,6 +41,7 @@ proxy's offsets from the book's procedure at the last confirmation, time taken) 
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,6 +56,7 @@ from ctac_helpers.core import manifest
 from ctac_helpers.definitions import TPD_ISCHEMIA
 from ctac_helpers.models import cv as models
 from ctac_helpers.cohort import synth
+from ctac_helpers.results import discrimination, subgroups
 from ctac_helpers.stats.delong import auc
 from ctac_helpers.core.rundir import atomic_write_text
 
@@ -68,14 +76,15 @@ __all__ = [
     "moved_by",
     "heldout_seeds",
     "resumable_heldout",
+    "spread_record",
+    "spread_seeds",
+    "structure_spread",
     "write_generator_file",
 ]
 
 #: Patient subsets a target may be computed in.
 SUBSETS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
-    "all": lambda c: np.ones(len(c), bool),
-    "no_cac": lambda c: c["cac_score"].to_numpy(float) == 0,
-}
+    name: functools.partial(discrimination.subset_mask, subset=name) for name in ("all", "normal_perfusion", "no_cac")}
 # Target-key prefixes (``<table>/auc/<model>``) and the subset each table is computed in.
 _AUC_TABLE_SUBSET = {"supp_table3": "all", "supp_table5": "no_cac"}
 _SHARE_KEY = "fig3/high_risk_percent"
@@ -604,6 +613,99 @@ def resumable_heldout(content: Mapping, fingerprint: str) -> dict | None:
         return None
     made_with = heldout.get("fingerprint") or (content.get("fit") or {}).get("fingerprint")
     return dict(heldout) if made_with == fingerprint else None
+
+
+# -- the structure's spread over seeds --------------------------------------------------------------
+#: Quantities of :func:`structure_spread`: ``{key: the scorecard key of the paper's value set beside it}``.
+#: ``signal/<subgroup>``: AUC of the latent death signal (:func:`ctac_helpers.cohort.synth.death_signal`) in
+#: the All model's subgroups (Supplementary Fig. 3) and in all patients; ``perfusion/<subset>``: AUC of
+#: stress TPD alone (the book's perfusion model); ``eat_proxy/<subset>``: the proxy of the EAT model.
+SPREAD_QUANTITIES = {
+    **{f"signal/{k}": (f"supp_fig3/auc/{k}" if k != "all" else "supp_table3/auc/all")
+       for k in ("all", "male", "female", "age_lt65", "age_ge65", "white", "black")},
+    **{f"{m}/{s}": f"{table}/auc/{'perfusion' if m == 'perfusion' else 'eat'}"
+       for m in ("perfusion", "eat_proxy")
+       for s, table in (("all", "supp_table3"), ("normal_perfusion", "supp_table4"), ("no_cac", "supp_table5"))},
+}
+
+
+def spread_seeds(count: int, seed: int = models.DEFAULT_SEED) -> list[int]:
+    """The seeds of the structure's spread: the default ``seed`` and the ``count`` seeds after it (those of
+    :func:`heldout_seeds` first), fixed before any result is seen."""
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count!r}")
+    return [int(seed)] + (heldout_seeds(seed, count) if count else [])
+
+
+def structure_spread(seeds: Sequence[int], n_patients: int = synth.PAPER_N,
+                     constants: synth.GeneratorConstants | None = None, folds: int = 5) -> pd.DataFrame:
+    """What the generator's structure gives, seed by seed, for quantities that need none of the book's models.
+
+    Each is computed on the cohort drawn with each seed (seconds a seed, where the held-out check runs
+    the whole book): the AUC of the latent death signal, the best linear separation of deaths that
+    the death components and age allow (:func:`ctac_helpers.cohort.synth.death_signal`), in all patients
+    and in each subgroup of Supplementary Fig. 3; the AUC of stress TPD alone, and of the EAT model's
+    proxy (:func:`proxy_aucs`), in all patients and the subsets of Supplementary Tables 4-5. Their
+    spread over seeds tells a row that the structure cannot reach from one that sampling moves.
+
+    Parameters
+    ----------
+    seeds : sequence of int
+        The cohorts' seeds.
+    n_patients : int
+        Cohort size (default the paper's).
+    constants : GeneratorConstants, optional
+        Default those of ``generator.yaml``.
+    folds : int
+        Folds of the EAT proxy's cross-validation.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per seed and quantity: ``seed``, ``key`` (of :data:`SPREAD_QUANTITIES`), ``value``.
+    """
+    if not len(seeds):
+        raise ValueError("seeds must name at least one seed")
+    constants = synth.generator_constants() if constants is None else constants
+    rows = []
+    for seed in seeds:
+        data = synth.synthetic_dataset(n_patients, int(seed), constants)
+        cohort = data.cohort
+        y = cohort["death"].to_numpy()
+        components = data.latent[[f"component_{k}" for k in synth.COMPONENTS]].to_numpy()
+        signal = synth.death_signal(components, constants, cohort["age"])
+        masks = {"all": np.ones(len(y), bool)}
+        for sides in subgroups.subgroup_masks(cohort).values():
+            masks.update({subgroups.PAPER_KEYS.get(label, label): m for label, m in sides.items()})
+        values = {f"signal/{k}": auc(y[masks[k]], signal[masks[k]]) for k in
+                  (q.split("/")[1] for q in SPREAD_QUANTITIES if q.startswith("signal/"))}
+        proxy = proxy_aucs(data, ("eat",), folds, int(seed))
+        tpd = cohort["stress_tpd"].to_numpy(float)
+        for subset in ("all", "normal_perfusion", "no_cac"):
+            m = discrimination.subset_mask(cohort, subset)
+            values[f"perfusion/{subset}"] = auc(y[m], tpd[m])
+            values[f"eat_proxy/{subset}"] = proxy[("eat", subset)]
+        rows += [{"seed": int(seed), "key": k, "value": float(values[k])} for k in SPREAD_QUANTITIES]
+        logger.info("structure spread: seed %d done", seed)
+    return pd.DataFrame(rows, columns=["seed", "key", "value"])
+
+
+def spread_record(table: pd.DataFrame, fingerprint: str, n_patients: int = synth.PAPER_N) -> dict:
+    """The ``spread`` record of ``generator.yaml`` from :func:`structure_spread`'s table.
+
+    ``{seeds, n_patients, fingerprint, rows: [{key, paper_key, paper, values}]}``, ``values`` in seed
+    order; ``paper`` the paper's value of ``paper_key`` where it prints one.
+    """
+    seeds = sorted(int(s) for s in table["seed"].unique())
+    rows = []
+    for key, paper_key in SPREAD_QUANTITIES.items():
+        sub = table[table["key"] == key].set_index("seed")["value"]
+        table_id, _, name = paper_key.split("/")
+        printed = (manifest.paper_entry(table_id).get("auc") or {}).get(name)
+        printed = printed[0] if isinstance(printed, (list, tuple)) else printed
+        rows.append({"key": key, "paper_key": paper_key, "paper": None if printed is None else float(printed),
+                     "values": [_round(sub.get(s)) for s in seeds]})
+    return {"seeds": seeds, "n_patients": int(n_patients), "fingerprint": fingerprint, "rows": rows}
 
 
 def _round(value):

@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "results listed under generator_targets in data_manifest/paper_values.yaml (a fast proxy, "
                     "then the book's own XGBoost procedure), and write data_manifest/generator.yaml. With "
                     "--heldout-seeds N, run the book on N other seeds and record how often each held-out "
-                    "scorecard row holds. " + _fit_time_text())
+                    "scorecard row holds; with --spread-seeds N, record on N + 1 seeds what the structure gives "
+                    "for the quantities that need none of the book's models. " + _fit_time_text())
     p_cal.add_argument("--no-confirm", action="store_true",
                        help="the proxy fit only (minutes), without the book's procedure")
     p_cal.add_argument("--heldout-seeds", metavar="N", type=int, default=0,
@@ -150,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_cal.add_argument("--heldout-fresh", action="store_true",
                        help="run every held-out seed again, forgetting the seeds that generator.yaml records for "
                             "the same generator (by default they are kept and only the others run)")
+    p_cal.add_argument("--spread-seeds", metavar="N", type=int, default=0,
+                       help="record what the structure gives on the default seed and the N seeds after it, for "
+                            "the quantities that need none of the book's models (seconds a seed; default 0)")
+    p_cal.add_argument("--no-fit", action="store_true",
+                       help="skip the fit: keep the constants of generator.yaml (for --spread-seeds; "
+                            "--heldout-only implies it)")
     p_cal.add_argument("--runs", metavar="DIR", type=Path, default=Path("runs"),
                        help="where the held-out runs go (default ./runs)")
     p_cal.add_argument("--out", metavar="FILE", type=Path,
@@ -322,12 +329,25 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         raise ValueError("--heldout-only needs --heldout-seeds N (N >= 1)")
     if args.heldout_seeds < 0:
         raise ValueError(f"--heldout-seeds must be >= 0, got {args.heldout_seeds}")
+    if args.spread_seeds < 0:
+        raise ValueError(f"--spread-seeds must be >= 0, got {args.spread_seeds}")
+    if args.no_fit and not (args.heldout_seeds or args.spread_seeds):
+        raise ValueError("--no-fit needs --spread-seeds N or --heldout-seeds N (N >= 1)")
     content = dict(manifest.generator_file())
-    if not args.heldout_only:
+    if not (args.heldout_only or args.no_fit):
         content = generator_fit.calibrate(generator_fit.FitConfig(confirm=not args.no_confirm))
-        content.pop("heldout", None)  # a check of earlier constants says nothing of these
+        # checks of earlier constants say nothing of these
+        content.pop("heldout", None)
+        content.pop("spread", None)
         path = generator_fit.write_generator_file(content, args.out)
         logger.info("fitted constants written to %s (%.0f s)", path, content["fit"]["seconds"])
+    if args.spread_seeds:
+        constants = synth.generator_constants(content)
+        seeds = generator_fit.spread_seeds(args.spread_seeds)
+        table = generator_fit.structure_spread(seeds, constants=constants)
+        content["spread"] = generator_fit.spread_record(table, synth.generator_fingerprint(constants))
+        path = generator_fit.write_generator_file(content, args.out)
+        logger.info("the structure's spread on seeds %s written to %s", seeds, path)
     if args.heldout_seeds:
         # an interrupted check of the same generator goes on: its recorded seeds are not run again
         fingerprint = synth.generator_fingerprint(synth.generator_constants(content))

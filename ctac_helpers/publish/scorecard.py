@@ -67,6 +67,7 @@ import logging
 import math
 import os
 import re
+import statistics
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 
@@ -1412,7 +1413,68 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
         rows = [[f"`{_cell(r.get('key'))}`", f"{int(r.get('holds', 0))} of {int(r.get('comparable', 0))}"]
                 for r in held]
         parts += [figures.pipe_table(["Held-out row", "Holds in"], rows), ""]
+    parts += _spread_section(content.get("spread") or {}, fingerprint, fit)
     return "\n".join(parts)
+
+
+def _mean_sd(values: Iterable) -> tuple[float, float]:
+    """Mean and sample standard deviation of the numbers given (``None`` left out; NaN where undefined)."""
+    v = [float(x) for x in values if x is not None]
+    return (statistics.fmean(v) if v else math.nan, statistics.stdev(v) if len(v) > 1 else math.nan)
+
+
+def _spread_section(spread: Mapping, fingerprint: str | None, fit: Mapping) -> list[str]:
+    """The generator fit page's section on ``spread`` (``ctac-book calibrate --spread-seeds``)."""
+    parts = ["## What the structure gives, seed by seed", ""]
+    rows_s = spread.get("rows") or []
+    if not rows_s:
+        return parts + ["No spread is recorded for these constants (`ctac-book calibrate --no-fit --spread-seeds 11` "
+                        "records one on twelve seeds, in seconds a seed).", ""]
+    seeds = spread.get("seeds") or []
+    others = f" and {', '.join(map(str, seeds[1:]))}" if len(seeds) > 1 else ""
+    parts += [f"Some held-out rows can be judged without the book's models. On the cohorts of {len(seeds)} "
+              f"seed{'' if len(seeds) == 1 else 's'} ({seeds[0]}{others}; "
+              f"{int(spread.get('n_patients', 0)):,} patients each), drawn with these constants, "
+              "`ctac_helpers.pipeline.calibrate.structure_spread` computes them directly. Their mean and spread "
+              "over seeds tell a row that the generator's structure cannot reach from one that sampling moves.", ""]
+    if fingerprint is not None and spread.get("fingerprint") not in (None, fingerprint):
+        parts += ["```{warning}", "The generator has changed since this spread was recorded (its fingerprint "
+                  "differs): the values below are those of the earlier generator.", "```", ""]
+    everyone = next((r for r in rows_s if r.get("key") == "signal/all"), {})
+    overall_values, paper_all = everyone.get("values") or [], everyone.get("paper")
+    signal, direct = [], []
+    for r in rows_s:
+        key, values, paper = str(r.get("key")), r.get("values") or [], r.get("paper")
+        mean, sd = _mean_sd(values)
+        shown = f"{mean:.3f} ({_fmt(sd, '.3f')})"
+        if key.startswith("signal/"):
+            gaps = [v - a for v, a in zip(values, overall_values) if v is not None and a is not None]
+            g_mean, g_sd = _mean_sd(gaps)
+            paper_gap = "" if paper is None or paper_all is None or key == "signal/all" else f"{paper - paper_all:+.2f}"
+            signal.append([f"`{_cell(key)}`", _fmt(paper, "g"), paper_gap, shown,
+                           "" if key == "signal/all" else f"{g_mean:+.3f} ({_fmt(g_sd, '.3f')})"])
+        else:
+            lo = min(v for v in values if v is not None)
+            hi = max(v for v in values if v is not None)
+            direct.append([f"`{_cell(key)}`", _fmt(paper, "g"), shown, f"{lo:.3f}-{hi:.3f}"])
+    if signal:
+        parts += ["The latent death signal (`synth.death_signal`: the best linear separation of deaths that the "
+                  "hidden death components and age allow) is what a model would reach if it saw those components "
+                  "themselves; the book's models see them only through noisy measurements and reach less. The "
+                  "paper prints its All model's AUC, so the comparison is of the *gap* to all patients: a subgroup "
+                  "where the paper's model does worse than in all patients should be one where the signal is "
+                  f"weaker too. The signal's AUC in all patients is {_mean_sd(overall_values)[0]:.3f} on average.", "",
+                  figures.pipe_table(["Subgroup", "Paper (All model)", "Paper: gap to all patients",
+                                      "Signal: mean (SD)", "Signal: gap to all patients"], signal), ""]
+    if direct:
+        eat = next((t for t in fit.get("targets") or [] if t.get("key") == "supp_table3/auc/eat"), {})
+        at_fit = (f" (at the fit, {eat['proxy']:.3f} for the proxy and {eat['confirmed']:.3f} for the book's XGBoost "
+                  "in all patients)") if eat.get("proxy") is not None and eat.get("confirmed") is not None else ""
+        parts += ["The perfusion model is stress TPD alone, so its AUC in each subset follows from the cohort; the "
+                  "EAT model's is shown by its proxy, a penalised logistic regression on EAT volume and density"
+                  f"{at_fit}.", "",
+                  figures.pipe_table(["Quantity", "Paper", "Generator: mean (SD)", "Range over seeds"], direct), ""]
+    return parts
 
 
 def status_page(run_json: Mapping) -> str:

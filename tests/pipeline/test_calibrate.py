@@ -185,3 +185,67 @@ def test_only_a_check_of_the_same_generator_is_resumed():
     assert gf.resumable_heldout({"fit": {"fingerprint": "f0"}, "heldout": old}, "f2") is None
     assert gf.resumable_heldout({"fit": {"fingerprint": "f0"}}, "f0") is None
     assert gf.resumable_heldout({"fit": {}, "heldout": old}, "f0") is None
+
+
+def test_structure_spread_measures_the_structure_seed_by_seed():
+    first = gf.models.DEFAULT_SEED
+    assert gf.spread_seeds(2) == [first, first + 1, first + 2]
+    base = synth.generator_constants()
+    flat = gf.structure_spread([5], 3000, base.replace(age_modulation=0.0), folds=3)
+    assert list(flat.columns) == ["seed", "key", "value"]
+    assert flat["key"].tolist() == list(gf.SPREAD_QUANTITIES) and flat["seed"].eq(5).all()
+    assert flat["value"].between(0.0, 1.0).all()
+    # the same seed gives the same cohort, and so the same values
+    again = gf.structure_spread([5], 3000, base.replace(age_modulation=0.0), folds=3)
+    pd.testing.assert_frame_equal(flat, again)
+    # the age modulation makes the deaths of older patients harder to tell: the signal's gap by age widens
+    steep = gf.structure_spread([5], 3000, base.replace(age_modulation=0.8), folds=3)
+
+    def gap(t):
+        v = t.set_index("key")["value"]
+        return v["signal/age_lt65"] - v["signal/age_ge65"]
+
+    assert gap(steep) > gap(flat) + 0.03
+    # stress TPD alone in all patients follows from the margins, whatever the structure
+    v_flat, v_steep = (t.set_index("key")["value"] for t in (flat, steep))
+    assert v_flat["perfusion/all"] == pytest.approx(v_steep["perfusion/all"], abs=0.01)
+    with pytest.raises(ValueError, match="at least one seed"):
+        gf.structure_spread([], 3000)
+
+
+def test_spread_record_sets_the_paper_beside_each_quantity():
+    table = pd.DataFrame([{"seed": s, "key": k, "value": 0.5 + 0.01 * i}
+                          for i, s in enumerate((12, 11)) for k in gf.SPREAD_QUANTITIES])
+    record = gf.spread_record(table, "abc", n_patients=3000)
+    assert record["seeds"] == [11, 12] and record["fingerprint"] == "abc" and record["n_patients"] == 3000
+    rows = {r["key"]: r for r in record["rows"]}
+    assert set(rows) == set(gf.SPREAD_QUANTITIES)
+    assert rows["signal/male"]["values"] == [0.51, 0.5]  # in seed order
+    assert rows["signal/male"]["paper"] == manifest.paper_entry("supp_fig3")["auc"]["male"]
+    assert rows["perfusion/normal_perfusion"]["paper"] == manifest.paper_entry("supp_table4")["auc"]["perfusion"][0]
+    assert rows["signal/all"]["paper_key"] == "supp_table3/auc/all"
+
+
+def test_the_scorecard_notes_quote_the_recorded_spread():
+    """The notes that cite the structure's spread quote the record of generator.yaml, for these constants."""
+    import statistics
+
+    from ctac_helpers.publish import scorecard
+
+    content = manifest.generator_file()
+    spread = content["spread"]
+    assert spread["fingerprint"] == content["fit"]["fingerprint"]
+    values = {r["key"]: r["values"] for r in spread["rows"]}
+    notes = {k: " ".join(v.split()) for k, v in scorecard.scorecard_notes().items()}
+    gap = [m - a for m, a in zip(values["signal/male"], values["signal/all"])]
+    n = len(spread["seeds"])
+    assert (f"a gap of {statistics.fmean(gap):+.3f}, SD {statistics.stdev(gap):.3f}, over the {n} seeds"
+            in notes["supp_fig3/auc/male"])
+    eat = f"proxy {statistics.fmean(values['eat_proxy/no_cac']):.3f} on average over {n} seeds, against " \
+          f"{statistics.fmean(values['eat_proxy/all']):.3f} in all patients"
+    assert eat in notes["supp_table5/auc/eat"]
+    tpd = values["perfusion/no_cac"]
+    paper = manifest.paper_entry("supp_table5")["auc"]["perfusion"][0]
+    assert (f"AUC of {statistics.fmean(tpd):.3f} without coronary calcium on average over {n} seeds, "
+            f"{statistics.fmean(tpd) - paper:.3f} above the paper's {paper}, and moves by "
+            f"{statistics.stdev(tpd):.3f} (SD)") in notes["supp_table5/auc/perfusion"]

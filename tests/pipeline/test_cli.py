@@ -65,6 +65,10 @@ def test_calibrate_refuses_inconsistent_options(capsys):
     assert "--heldout-only needs --heldout-seeds" in capsys.readouterr().err
     assert cli.main(["calibrate", "--heldout-seeds", "-1"]) == 2
     assert "--heldout-seeds must be >= 0" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--spread-seeds", "-1"]) == 2
+    assert "--spread-seeds must be >= 0" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--no-fit"]) == 2
+    assert "--no-fit needs --spread-seeds N or --heldout-seeds N" in capsys.readouterr().err
 
 
 def test_calibrate_help_reads_the_fit_time_from_the_record(capsys, monkeypatch):
@@ -225,3 +229,38 @@ def test_calibrate_heldout_resumes_the_recorded_seeds_unless_fresh(monkeypatch, 
     assert written["rows"] == [{"key": "x/a", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1}]
     assert cli.main(["calibrate", "--heldout-only", "--heldout-seeds", "2", "--heldout-fresh", "--out", str(out)]) == 0
     assert calls[-1][1] is None
+
+
+def test_calibrate_records_the_spread_and_a_new_fit_drops_it(monkeypatch, tmp_path):
+    import pandas as pd
+    import yaml
+
+    from ctac_helpers.cohort import synth
+    from ctac_helpers.core import manifest
+    from ctac_helpers.pipeline import calibrate as generator_fit
+
+    content = {"constants": dict(manifest.generator_file()["constants"]), "fit": {"fingerprint": "f0"},
+               "heldout": {"seeds": [20240102], "fingerprint": "f0", "rows": []}}
+    monkeypatch.setattr(manifest, "generator_file", lambda: content)
+    monkeypatch.setattr(synth, "generator_fingerprint", lambda constants=None: "f0")
+    seen = []
+
+    def fake_spread(seeds, n_patients=synth.PAPER_N, constants=None, folds=5):
+        seen.append(list(seeds))
+        return pd.DataFrame([{"seed": s, "key": k, "value": 0.6}
+                             for s in seeds for k in generator_fit.SPREAD_QUANTITIES])
+
+    monkeypatch.setattr(generator_fit, "structure_spread", fake_spread)
+    out = tmp_path / "generator.yaml"
+    assert cli.main(["calibrate", "--no-fit", "--spread-seeds", "2", "--out", str(out)]) == 0
+    first = generator_fit.spread_seeds(0)[0]
+    assert seen == [[first, first + 1, first + 2]]
+    written = yaml.safe_load(out.read_text())
+    assert written["spread"]["seeds"] == seen[0] and written["spread"]["fingerprint"] == "f0"
+    assert written["heldout"] == content["heldout"] and written["constants"] == content["constants"]
+    # a new fit makes both records of the earlier constants obsolete
+    # (what calibrate returns holds no such records; they are carried here to show that they are dropped)
+    monkeypatch.setattr(generator_fit, "calibrate", lambda config: {**written, "fit": {"seconds": 1.0}})
+    assert cli.main(["calibrate", "--no-confirm", "--out", str(out)]) == 0
+    refit = yaml.safe_load(out.read_text())
+    assert "spread" not in refit and "heldout" not in refit and refit["fit"]["seconds"] == 1.0

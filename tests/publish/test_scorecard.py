@@ -743,3 +743,25 @@ women,4735,253,6.1,4.4,8.5,1e-27,male,
 """)
     r = _key(sc.scorecard(run_dir), "supp_table7/min_hr")
     assert r["within"] is True and r["book"] == "5.80 (men)"
+
+
+def test_generator_fit_page_shows_the_structure_spread():
+    rows = [{"key": "signal/all", "paper": 0.8, "values": [0.90, 0.88]},
+            {"key": "signal/male", "paper": 0.77, "values": [0.89, 0.89]},
+            {"key": "perfusion/no_cac", "paper": 0.59, "values": [0.60, 0.64]}]
+    fit = {"targets": [{"key": "supp_table3/auc/eat", "paper": 0.56, "proxy": 0.549, "confirmed": 0.539}]}
+    content = {"constants": {"time_risk": 0.5}, "fit": {**fit, "fingerprint": "f1"},
+               "spread": {"seeds": [1, 2], "n_patients": 3000, "fingerprint": "f1", "rows": rows}}
+    page = sc.generator_fit_page(content, fingerprint="f1")
+    section = page[page.index("## What the structure gives, seed by seed"):]
+    assert "2 seeds (1 and 2; 3,000 patients each)" in section
+    # the signal's gap to all patients, seed by seed, beside the paper's gap for its All model
+    assert "| `signal/male` | 0.77 | -0.03 | 0.890 (0.000) | +0.000 (0.014) |" in section
+    assert "| `signal/all` | 0.8 |  | 0.890 (0.014) |  |" in section
+    assert "| `perfusion/no_cac` | 0.59 | 0.620 (0.028) | 0.600-0.640 |" in section
+    assert "0.549 for the proxy and 0.539 for the book's XGBoost" in section
+    assert "has changed since this spread" not in section
+    moved = sc.generator_fit_page(content, fingerprint="f2")
+    assert "has changed since this spread was recorded" in moved
+    bare = sc.generator_fit_page({"constants": {"time_risk": 0.5}})
+    assert "No spread is recorded for these constants" in bare
