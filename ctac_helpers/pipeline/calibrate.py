@@ -533,7 +533,7 @@ def heldout_run(seed: int, run_root: str | Path, profile: str = "paper") -> Path
 
 
 def heldout_check(seeds: Sequence[int], run_root: str | Path, profile: str = "paper",
-                  on_seed: Callable[[list[int], pd.DataFrame], None] | None = None,
+                  on_seed: Callable[[list[int], pd.DataFrame, list[dict]], None] | None = None,
                   previous: Mapping | None = None) -> pd.DataFrame:
     """Run the book on other seeds and count, per scorecard row, in how many runs it holds.
 
@@ -546,17 +546,21 @@ def heldout_check(seeds: Sequence[int], run_root: str | Path, profile: str = "pa
     profile : str
         The profile to run (``paper``).
     on_seed : callable, optional
-        Called after each seed with the seeds done so far and their counts (to record progress).
+        Called after each seed with the seeds done so far, their counts and the per-seed summaries
+        (to record progress).
     previous : mapping, optional
         An earlier check of the same generator (``generator.yaml``'s ``heldout`` record: ``seeds`` and
-        ``rows``, see :func:`resumable_heldout`): its seeds are not run again and its counts are added
-        to those of the seeds run now, so that an interrupted check goes on where it stopped.
+        ``rows``, and ``per_seed`` where it has them; see :func:`resumable_heldout`): its seeds are not
+        run again and its counts are added to those of the seeds run now, so that an interrupted check
+        goes on where it stopped.
 
     Returns
     -------
     DataFrame
         :func:`ctac_helpers.publish.scorecard.holds_by_key` of the run directories, plus the counts of
-        ``previous``; a row met in a run of either has its counts summed.
+        ``previous``; a row met in a run of either has its counts summed. The per-seed summaries
+        (``{"seed", "held_out": [holds, comparable], "fitted": [holds, comparable]}``, those of
+        ``previous`` first) go to ``on_seed``.
 
     Raises
     ------
@@ -577,14 +581,17 @@ def heldout_check(seeds: Sequence[int], run_root: str | Path, profile: str = "pa
         logger.info("held-out check: seeds %s recorded earlier, not run again", done)
     run_dirs = []
     holds = _add_counts(earlier, pd.DataFrame())
+    per_seed = [dict(r) for r in (previous or {}).get("per_seed") or []]
     for s in seeds:
         if int(s) in done:
             continue
         run_dirs.append(heldout_run(s, run_root, profile))
         done.append(int(s))
         holds = _add_counts(earlier, scorecard_mod.holds_by_key(run_dirs))
+        summary = scorecard_mod.group_summary(scorecard_mod.scorecard(run_dirs[-1]))
+        per_seed.append({"seed": int(s), **{g: list(summary[g]) for g in ("held_out", "fitted")}})
         if on_seed is not None:
-            on_seed(list(done), holds)
+            on_seed(list(done), holds, list(per_seed))
     return holds
 
 

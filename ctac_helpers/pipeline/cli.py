@@ -353,9 +353,10 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         fingerprint = synth.generator_fingerprint(synth.generator_constants(content))
         previous = None if args.heldout_fresh else generator_fit.resumable_heldout(content, fingerprint)
 
-        def record(done, holds):  # after every seed, so that an interrupted check keeps what it did
+        def record(done, holds, per_seed):  # after every seed, so that an interrupted check keeps what it did
             content["heldout"] = {"seeds": done, "fingerprint": fingerprint,
-                                  "rows": holds.drop(columns=["item", "quantity"], errors="ignore").to_dict("records")}
+                                  "rows": holds.drop(columns=["item", "quantity"], errors="ignore").to_dict("records"),
+                                  "per_seed": per_seed}
             path = generator_fit.write_generator_file(content, args.out)
             logger.info("held-out check on seeds %s written to %s", done, path)
 

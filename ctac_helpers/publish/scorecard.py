@@ -1412,6 +1412,21 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
                   f"**{rate:.0%}** of the held-out rows hold per run.", ""]
         rows = [[f"`{_cell(r.get('key'))}`", f"{int(r.get('holds', 0))} of {int(r.get('comparable', 0))}"]
                 for r in held]
+        per_seed = [r for r in heldout.get("per_seed") or [] if r.get("seed") is not None]
+        if per_seed:
+            def share(pair):
+                h, c = (int(x) for x in pair or (0, 0))
+                return f"{h} of {c}" + (f" ({h / c:.0%})" if c else "")
+
+            parts += ["Each seed on its own:", "",
+                      figures.pipe_table(["Seed", "Held-out rows that hold", "Fitted rows that hold"],
+                                         [[str(int(r["seed"])), share(r.get("held_out")), share(r.get("fitted"))]
+                                          for r in per_seed]), ""]
+            unrecorded = [str(x) for x in seeds if int(x) not in {int(r["seed"]) for r in per_seed}]
+            if unrecorded:
+                parts += [f"Seed{'' if len(unrecorded) == 1 else 's'} {', '.join(unrecorded)} ran before each seed's "
+                          "own counts were recorded: only the pooled counts below include "
+                          f"{'it' if len(unrecorded) == 1 else 'them'}.", ""]
         parts += [figures.pipe_table(["Held-out row", "Holds in"], rows), ""]
     parts += _spread_section(content.get("spread") or {}, fingerprint, fit)
     return "\n".join(parts)

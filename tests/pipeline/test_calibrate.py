@@ -151,14 +151,22 @@ def test_an_interrupted_heldout_check_goes_on_where_it_stopped(monkeypatch, tmp_
     monkeypatch.setattr(scorecard, "holds_by_key", lambda dirs: pd.concat(
         [_counts({"x/a": 1, "x/c": 0}) for _ in dirs], ignore_index=True).groupby(
         ["key", "group", "item", "quantity"], sort=False, as_index=False).sum())
+    # each new run's own scorecard: row a holds, row c does not (held out), one fitted row holds
+    monkeypatch.setattr(scorecard, "scorecard", lambda run_dir: pd.DataFrame(
+        {"key": ["x/a", "x/c", "x/f"], "group": ["held_out", "held_out", "fitted"], "within": [True, False, True]}))
     previous = {"seeds": [101, 102],
                 "rows": [{"key": "x/a", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1},
-                         {"key": "x/b", "group": "held_out", "runs": 2, "comparable": 2, "holds": 2}]}
+                         {"key": "x/b", "group": "held_out", "runs": 2, "comparable": 2, "holds": 2}],
+                "per_seed": [{"seed": 102, "held_out": [2, 2], "fitted": [0, 0]}]}
     progress = []
     out = gf.heldout_check([101, 102, 103, 104], tmp_path, previous=previous,
-                           on_seed=lambda done, holds: progress.append((done, holds)))
+                           on_seed=lambda done, holds, per_seed: progress.append((done, holds, per_seed)))
     assert ran == [103, 104]  # the recorded seeds are not run again
-    assert [d for d, _ in progress] == [[101, 102, 103], [101, 102, 103, 104]]
+    assert [p[0] for p in progress] == [[101, 102, 103], [101, 102, 103, 104]]
+    # each seed's own summary, the earlier record's kept (seed 101 has none: an older record)
+    assert progress[-1][2] == [{"seed": 102, "held_out": [2, 2], "fitted": [0, 0]},
+                               {"seed": 103, "held_out": [1, 2], "fitted": [1, 1]},
+                               {"seed": 104, "held_out": [1, 2], "fitted": [1, 1]}]
     got = out.set_index("key")
     assert list(got.index) == ["x/a", "x/b", "x/c"]
     assert got.loc["x/a", ["runs", "comparable", "holds"]].tolist() == [4, 4, 3]

@@ -218,7 +218,8 @@ def test_calibrate_heldout_resumes_the_recorded_seeds_unless_fresh(monkeypatch, 
     def fake_check(seeds, runs, on_seed=None, previous=None):
         calls.append((list(seeds), previous))
         on_seed([20240102, 20240103], pd.DataFrame([{"key": "x/a", "group": "held_out", "item": "x", "quantity": "a",
-                                                     "runs": 2, "comparable": 2, "holds": 1}]))
+                                                     "runs": 2, "comparable": 2, "holds": 1}]),
+                [{"seed": 20240103, "held_out": [1, 1], "fitted": [0, 0]}])
 
     monkeypatch.setattr(generator_fit, "heldout_check", fake_check)
     out = tmp_path / "generator.yaml"
@@ -227,6 +228,7 @@ def test_calibrate_heldout_resumes_the_recorded_seeds_unless_fresh(monkeypatch, 
     written = yaml.safe_load(out.read_text())["heldout"]
     assert written["seeds"] == [20240102, 20240103] and written["fingerprint"] == "f0"
     assert written["rows"] == [{"key": "x/a", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1}]
+    assert written["per_seed"] == [{"seed": 20240103, "held_out": [1, 1], "fitted": [0, 0]}]
     assert cli.main(["calibrate", "--heldout-only", "--heldout-seeds", "2", "--heldout-fresh", "--out", str(out)]) == 0
     assert calls[-1][1] is None
 

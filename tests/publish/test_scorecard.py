@@ -702,6 +702,11 @@ def test_generator_fit_page():
     assert "`supp_table3/auc/all` | 2 of 2" not in page
     bare = sc.generator_fit_page({"constants": {"time_risk": 0.5}})
     assert "holds no fit record" in bare and "No held-out check is recorded" in bare
+    assert "Each seed on its own" not in page  # the record keeps no per-seed counts
+    per_seed = {**content["heldout"], "per_seed": [{"seed": 3, "held_out": [42, 60], "fitted": [7, 10]}]}
+    seeded = sc.generator_fit_page({**content, "heldout": per_seed})
+    assert "| 3 | 42 of 60 (70%) | 7 of 10 (70%) |" in seeded
+    assert "Seed 2 ran before each seed's own counts were recorded" in seeded
     # the record's fingerprint of the generator, against today's
     assert "names no fingerprint" in page and "is kept" not in page
     kept = sc.generator_fit_page({**content, "fit": {**content["fit"], "kept_round": 1, "rounds": [{}, {}]}})
