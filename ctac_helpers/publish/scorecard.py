@@ -1425,7 +1425,7 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
             unrecorded = [str(x) for x in seeds if int(x) not in {int(r["seed"]) for r in per_seed}]
             if unrecorded:
                 parts += [f"Seed{'' if len(unrecorded) == 1 else 's'} {', '.join(unrecorded)} ran before each seed's "
-                          "own counts were recorded: only the pooled counts below include "
+                          "own counts were recorded: only the pooled counts (the rate above, the table below) include "
                           f"{'it' if len(unrecorded) == 1 else 'them'}.", ""]
         parts += [figures.pipe_table(["Held-out row", "Holds in"], rows), ""]
     parts += _spread_section(content.get("spread") or {}, fingerprint, fit)
