@@ -84,7 +84,7 @@ __all__ = [
 
 #: Patient subsets a target may be computed in.
 SUBSETS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
-    name: functools.partial(discrimination.subset_mask, subset=name) for name in ("all", "normal_perfusion", "no_cac")}
+    name: functools.partial(discrimination.subset_mask, subset=name) for name in discrimination.SUBSETS}
 # Target-key prefixes (``<table>/auc/<model>``) and the subset each table is computed in.
 _AUC_TABLE_SUBSET = {"supp_table3": "all", "supp_table5": "no_cac"}
 _SHARE_KEY = "fig3/high_risk_percent"
@@ -176,14 +176,22 @@ def fit_targets() -> list[FitTarget]:
             value = float(manifest.paper_entry("fig3")["values"]["ai_high_risk_percent"])
             out.append(FitTarget(key, "share", value))
         elif len(parts) == 3 and parts[0] in _AUC_TABLE_SUBSET and parts[1] == "auc":
-            paper = manifest.paper_entry(parts[0])["auc"].get(parts[2])
+            paper = _printed_auc(parts[0], parts[2])
             if paper is None:
                 raise ValueError(f"generator target {key!r}: {parts[0]} prints no AUC of {parts[2]!r}")
-            out.append(FitTarget(key, "auc", float(paper[0]), parts[2], _AUC_TABLE_SUBSET[parts[0]]))
+            out.append(FitTarget(key, "auc", paper, parts[2], _AUC_TABLE_SUBSET[parts[0]]))
         else:
             raise ValueError(f"generator target {key!r} cannot be fitted; allowed: "
                              f"{', '.join(t + '/auc/<model>' for t in _AUC_TABLE_SUBSET)}, {_SHARE_KEY}")
     return out
+
+
+def _printed_auc(table_id: str, name: str) -> float | None:
+    """The paper's AUC of model or subgroup ``name`` in ``table_id`` (``auc`` in ``paper_values.yaml``: a number,
+    or ``[AUC, low, high]``); None where it prints none."""
+    value = (manifest.paper_entry(table_id).get("auc") or {}).get(name)
+    value = value[0] if isinstance(value, (list, tuple)) else value
+    return None if value is None else float(value)
 
 
 # -- the proxy -------------------------------------------------------------------------------------
@@ -627,12 +635,12 @@ def resumable_heldout(content: Mapping, fingerprint: str) -> dict | None:
 #: ``signal/<subgroup>``: AUC of the latent death signal (:func:`ctac_helpers.cohort.synth.death_signal`) in
 #: the All model's subgroups (Supplementary Fig. 3) and in all patients; ``perfusion/<subset>``: AUC of
 #: stress TPD alone (the book's perfusion model); ``eat_proxy/<subset>``: the proxy of the EAT model.
+_SIGNAL_GROUPS = ("all",) + tuple(subgroups.PAPER_KEYS.get(label, label)
+                                  for spec in subgroups.SUBGROUPS.values() for label, _, _ in spec["levels"])
 SPREAD_QUANTITIES = {
-    **{f"signal/{k}": (f"supp_fig3/auc/{k}" if k != "all" else "supp_table3/auc/all")
-       for k in ("all", "male", "female", "age_lt65", "age_ge65", "white", "black")},
-    **{f"{m}/{s}": f"{table}/auc/{'perfusion' if m == 'perfusion' else 'eat'}"
-       for m in ("perfusion", "eat_proxy")
-       for s, table in (("all", "supp_table3"), ("normal_perfusion", "supp_table4"), ("no_cac", "supp_table5"))},
+    **{f"signal/{k}": (f"supp_fig3/auc/{k}" if k != "all" else "supp_table3/auc/all") for k in _SIGNAL_GROUPS},
+    **{f"{m}/{s}": f"{spec['table']}/auc/{'perfusion' if m == 'perfusion' else 'eat'}"
+       for m in ("perfusion", "eat_proxy") for s, spec in discrimination.SUBSETS.items()},
 }
 
 
@@ -684,11 +692,10 @@ def structure_spread(seeds: Sequence[int], n_patients: int = synth.PAPER_N,
         masks = {"all": np.ones(len(y), bool)}
         for sides in subgroups.subgroup_masks(cohort).values():
             masks.update({subgroups.PAPER_KEYS.get(label, label): m for label, m in sides.items()})
-        values = {f"signal/{k}": auc(y[masks[k]], signal[masks[k]]) for k in
-                  (q.split("/")[1] for q in SPREAD_QUANTITIES if q.startswith("signal/"))}
+        values = {f"signal/{k}": auc(y[masks[k]], signal[masks[k]]) for k in _SIGNAL_GROUPS}
         proxy = proxy_aucs(data, ("eat",), folds, int(seed))
         tpd = cohort["stress_tpd"].to_numpy(float)
-        for subset in ("all", "normal_perfusion", "no_cac"):
+        for subset in discrimination.SUBSETS:
             m = discrimination.subset_mask(cohort, subset)
             values[f"perfusion/{subset}"] = auc(y[m], tpd[m])
             values[f"eat_proxy/{subset}"] = proxy[("eat", subset)]
@@ -708,9 +715,7 @@ def spread_record(table: pd.DataFrame, fingerprint: str, n_patients: int = synth
     for key, paper_key in SPREAD_QUANTITIES.items():
         sub = table[table["key"] == key].set_index("seed")["value"]
         table_id, _, name = paper_key.split("/")
-        printed = (manifest.paper_entry(table_id).get("auc") or {}).get(name)
-        printed = printed[0] if isinstance(printed, (list, tuple)) else printed
-        rows.append({"key": key, "paper_key": paper_key, "paper": None if printed is None else float(printed),
+        rows.append({"key": key, "paper_key": paper_key, "paper": _printed_auc(table_id, name),
                      "values": [_round(sub.get(s)) for s in seeds]})
     return {"seeds": seeds, "n_patients": int(n_patients), "fingerprint": fingerprint, "rows": rows}
 

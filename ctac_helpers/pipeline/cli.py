@@ -341,16 +341,19 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         content.pop("spread", None)
         path = generator_fit.write_generator_file(content, args.out)
         logger.info("fitted constants written to %s (%.0f s)", path, content["fit"]["seconds"])
+    if not (args.spread_seeds or args.heldout_seeds):
+        return 0
+    # what the checks below are made with; recomputed even after a fit, as the code may have changed since
+    constants = synth.generator_constants(content)
+    fingerprint = synth.generator_fingerprint(constants)
     if args.spread_seeds:
-        constants = synth.generator_constants(content)
         seeds = generator_fit.spread_seeds(args.spread_seeds)
         table = generator_fit.structure_spread(seeds, constants=constants)
-        content["spread"] = generator_fit.spread_record(table, synth.generator_fingerprint(constants))
+        content["spread"] = generator_fit.spread_record(table, fingerprint)
         path = generator_fit.write_generator_file(content, args.out)
         logger.info("the structure's spread on seeds %s written to %s", seeds, path)
     if args.heldout_seeds:
         # an interrupted check of the same generator goes on: its recorded seeds are not run again
-        fingerprint = synth.generator_fingerprint(synth.generator_constants(content))
         previous = None if args.heldout_fresh else generator_fit.resumable_heldout(content, fingerprint)
 
         def record(done, holds, per_seed):  # after every seed, so that an interrupted check keeps what it did

@@ -1422,7 +1422,8 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
                       figures.pipe_table(["Seed", "Held-out rows that hold", "Fitted rows that hold"],
                                          [[str(int(r["seed"])), share(r.get("held_out")), share(r.get("fitted"))]
                                           for r in per_seed]), ""]
-            unrecorded = [str(x) for x in seeds if int(x) not in {int(r["seed"]) for r in per_seed}]
+            have = {int(r["seed"]) for r in per_seed}
+            unrecorded = [str(x) for x in seeds if int(x) not in have]
             if unrecorded:
                 parts += [f"Seed{'' if len(unrecorded) == 1 else 's'} {', '.join(unrecorded)} ran before each seed's "
                           "own counts were recorded: only the pooled counts (the rate above, the table below) include "
