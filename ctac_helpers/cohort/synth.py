@@ -13,7 +13,9 @@ How it is built
    the four sex x death cells get their own distribution, fitted so that both printed margins hold
    (:mod:`ctac_helpers.cohort.cellfit`: IPF for categories, two-piece normals for continuous values).
    Perfusion targets (69.9% with stress TPD < 5%, 4.7% of them died, the abnormal group's TPD
-   quartiles) are fitted into the TPD distribution the same way.
+   quartiles) are fitted into the TPD distribution the same way. The continuous fits are recorded in
+   ``data_manifest/margins.yaml`` and read from there (:func:`fitted_continuous`): refitted on another
+   machine, they land elsewhere, and the cohort would differ between machines.
 3. **Dependence and the death signal.** Within a cell, each patient's values are the cell's
    quantiles at the normal probabilities of latent Gaussian scores. Two kinds of latent variable
    drive them. *Factors* (ageing, adiposity, cardiometabolic and coronary disease, lung disease,
@@ -50,6 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -343,15 +346,93 @@ def _paper_cell_weights() -> list[float]:
             PAPER_DEATHS["female"]]
 
 
+MARGINS_FILE = "margins.yaml"
+
+
+def _unfitted(variable: str) -> ContinuousModel:
+    """The cell model of one continuous variable, before its parameters are fitted."""
+    if variable not in CONTINUOUS:
+        raise ValueError(f"{variable!r} is not a continuous variable of the synthetic cohort; "
+                         f"allowed: {', '.join(CONTINUOUS)}")
+    transform, offset = CONTINUOUS[variable]
+    lower, upper = manifest.schema_column(variable).get("range", (-np.inf, np.inf))
+    return ContinuousModel(transform=transform, offset=offset, zero_inflated=(variable == "cac_score"),
+                           lower=float(lower), upper=float(upper))
+
+
+def margin_digest(variable: str) -> str:
+    """SHA-256 of what the cell fit of ``variable`` starts from: its model, the cell sizes and its targets.
+
+    ``data_manifest/margins.yaml`` records it beside the fitted parameters; a recorded fit whose digest
+    differs was made for other targets and is not used.
+    """
+    model = _unfitted(variable)
+    spec = (model.transform, model.offset, model.zero_inflated, model.lower, model.upper,
+            tuple(_paper_cell_weights()), tuple(dataclasses.astuple(t) for t in continuous_targets(variable)))
+    return hashlib.sha256(repr(spec).encode()).hexdigest()
+
+
+def fit_margins(variable: str) -> ContinuousModel:
+    """Fit the cell model of one continuous variable to its printed margins (seconds).
+
+    The least-squares fit is deterministic on one machine but not across machines: its path depends on
+    the last bits of the linear algebra (the BLAS kernels a CPU selects), and the fitted cells of the
+    calcium score, for one, differ by several percent between kernels. The generator therefore reads
+    the fits recorded in ``data_manifest/margins.yaml`` (:func:`fitted_continuous`) and this function
+    only makes them (``ctac-book calibrate --margins``).
+    """
+    return _unfitted(variable).fit(_paper_cell_weights(), continuous_targets(variable))
+
+
+def margins_record() -> dict:
+    """The content of ``data_manifest/margins.yaml``: every continuous variable fitted afresh.
+
+    Returns
+    -------
+    dict
+        ``{"version": 1, "variables": {variable: {"digest": margin_digest, "params": [...]}}}``; the
+        parameters as Python floats, which YAML writes and reads back exactly.
+    """
+    return {"version": 1, "variables": {
+        v: {"digest": margin_digest(v), "params": [float(x) for x in fit_margins(v).params]} for v in CONTINUOUS}}
+
+
+def forget_margins() -> None:
+    """Forget the cell fits read so far and what follows from them (after ``margins.yaml`` is rewritten)."""
+    for cached in (fitted_continuous, printed_death_shift, _anchor_levels):
+        cached.cache_clear()
+
+
+def _recorded_margins() -> Mapping:
+    try:
+        content = manifest.margins_file()
+    except FileNotFoundError:
+        return {}
+    return (content or {}).get("variables") or {}
+
+
 @functools.lru_cache(maxsize=None)
 def fitted_continuous(variable: str) -> ContinuousModel:
-    """The fitted cell model of one continuous variable (cached: fitting is deterministic)."""
-    transform, offset = CONTINUOUS[variable]
-    col = manifest.schema_column(variable)
-    lower, upper = col.get("range", (-np.inf, np.inf))
-    model = ContinuousModel(transform=transform, offset=offset, zero_inflated=(variable == "cac_score"),
-                            lower=float(lower), upper=float(upper))
-    return model.fit(_paper_cell_weights(), continuous_targets(variable))
+    """The fitted cell model of one continuous variable: the fit recorded in ``data_manifest/margins.yaml``.
+
+    The recorded parameters make the cohort the same on every machine (see :func:`fit_margins`). Where
+    the file has no fit for the variable's current targets (a target or the model changed since it was
+    written), the variable is fitted now, with a warning: the cohort may then differ between machines
+    until ``ctac-book calibrate --margins`` records the new fit.
+    """
+    recorded = _recorded_margins().get(variable) or {}
+    if recorded.get("digest") == margin_digest(variable):
+        model = _unfitted(variable)
+        params = np.asarray(recorded.get("params") or [], float)
+        expected = 16 if model.zero_inflated else 12
+        if params.shape != (expected,) or not np.isfinite(params).all():
+            raise ValueError(f"data_manifest/{MARGINS_FILE}, variable {variable!r}: {params.size} parameters, "
+                             f"finite: {bool(np.isfinite(params).all())}; expected {expected} finite numbers")
+        model.params = params
+        return model
+    logger.warning("data_manifest/%s records no fit of %s for its current targets: fitted now (the fit can "
+                   "differ between machines; `ctac-book calibrate --margins` records it)", MARGINS_FILE, variable)
+    return fit_margins(variable)
 
 
 def _count_margins(variable: str, level: str, groups: tuple[str, str], table: str) -> np.ndarray:
@@ -1006,8 +1087,6 @@ def generator_fingerprint(constants: GeneratorConstants | None = None) -> str:
     and the fit page says that the fit was made with another generator. Notes and other text of the
     data files do not move it.
     """
-    import hashlib
-
     n, seed = FINGERPRINT_COHORT
     ds = synthetic_dataset(n, seed, generator_constants() if constants is None else constants)
     digest = hashlib.sha256()

@@ -6,6 +6,7 @@
 * ``radiomics_features.yaml``: the 32 PyRadiomics features and the 15-feature subset.
 * ``scan_manifest.yaml``: the scan manifest's columns and the image checks applied at ingestion.
 * ``generator.yaml``: the synthetic generator's structural constants and the record of their fit.
+* ``margins.yaml``: the synthetic cohort's cell distributions, fitted to the printed margins.
 
 CT feature columns follow one naming scheme, shared by the synthetic generator and the imaging
 stages: ``ct__<structure>__<feature>`` with TotalSegmentator v2 structure names and PyRadiomics
@@ -43,6 +44,11 @@ def clear_cache() -> None:
 def generator_file() -> dict:
     """``generator.yaml``: the synthetic generator's constants, their design notes and fit record."""
     return _load_yaml("generator.yaml")
+
+
+def margins_file() -> dict:
+    """``margins.yaml``: the fitted cell distributions of the synthetic cohort's continuous variables."""
+    return _load_yaml("margins.yaml")
 
 
 # -- schema ---------------------------------------------------------------------------------------

@@ -568,7 +568,8 @@ def heldout_check(seeds: Sequence[int], run_root: str | Path, profile: str = "pa
         :func:`ctac_helpers.publish.scorecard.holds_by_key` of the run directories, plus the counts of
         ``previous``; a row met in a run of either has its counts summed. The per-seed summaries
         (``{"seed", "held_out": [holds, comparable], "fitted": [holds, comparable]}``, those of
-        ``previous`` first) go to ``on_seed``.
+        ``previous`` first) go to ``on_seed``; a seed run now adds its value of each held-out and fitted
+        row, and the keys of those that miss (:func:`ctac_helpers.publish.scorecard.seed_values`).
 
     Raises
     ------
@@ -596,8 +597,10 @@ def heldout_check(seeds: Sequence[int], run_root: str | Path, profile: str = "pa
         run_dirs.append(heldout_run(s, run_root, profile))
         done.append(int(s))
         holds = _add_counts(earlier, scorecard_mod.holds_by_key(run_dirs))
-        summary = scorecard_mod.group_summary(scorecard_mod.scorecard(run_dirs[-1]))
-        per_seed.append({"seed": int(s), **{g: list(summary[g]) for g in ("held_out", "fitted")}})
+        card = scorecard_mod.scorecard(run_dirs[-1])
+        summary = scorecard_mod.group_summary(card)
+        per_seed.append({"seed": int(s), **{g: list(summary[g]) for g in ("held_out", "fitted")},
+                         **scorecard_mod.seed_values(card)})
         if on_seed is not None:
             on_seed(list(done), holds, list(per_seed))
     return holds
@@ -724,14 +727,34 @@ def _round(value):
     return None if value is None else round(float(value), 4)
 
 
-def write_generator_file(content: Mapping, path: str | Path | None = None) -> Path:
-    """Write ``generator.yaml`` atomically, keeping its header comment, and forget cached reads."""
-    path = Path(path) if path is not None else manifest.MANIFEST_DIR / synth.GENERATOR_FILE
-    header = ("# Structural constants of the synthetic cohort generator (ctac_helpers.cohort.synth.GeneratorConstants)\n"
-              "# and the record of their fit. Written by `ctac-book calibrate` (ctac_helpers.pipeline.calibrate):\n"
-              "# the fitted constants (ctac_helpers.cohort.synth.FITTED_CONSTANTS) are not to be edited by hand; the\n"
-              "# others are design assumptions, documented in GeneratorConstants.\n")
-    text = header + yaml.safe_dump(dict(content), sort_keys=False, default_flow_style=None, width=110)
-    atomic_write_text(path, text)
+_MARGINS_HEADER = (
+    "# Cell distributions of the synthetic cohort's continuous variables, fitted to the paper's Tables 1-2\n"
+    "# (ctac_helpers.cohort.synth.fit_margins). Written by `ctac-book calibrate --margins`; not to be edited\n"
+    "# by hand. The generator reads these parameters rather than fitting them, because the fit lands\n"
+    "# elsewhere on another machine's linear algebra; `digest` names the targets each fit was made for.\n")
+_GENERATOR_HEADER = (
+    "# Structural constants of the synthetic cohort generator (ctac_helpers.cohort.synth.GeneratorConstants)\n"
+    "# and the record of their fit. Written by `ctac-book calibrate` (ctac_helpers.pipeline.calibrate):\n"
+    "# the fitted constants (ctac_helpers.cohort.synth.FITTED_CONSTANTS) are not to be edited by hand; the\n"
+    "# others are design assumptions, documented in GeneratorConstants.\n")
+
+
+def _write_data_file(name: str, header: str, content: Mapping, path: str | Path | None) -> Path:
+    """Write a ``data_manifest`` file (or ``path``) atomically under its header comment; forget cached reads."""
+    path = Path(path) if path is not None else manifest.MANIFEST_DIR / name
+    atomic_write_text(path, header + yaml.safe_dump(dict(content), sort_keys=False, default_flow_style=None, width=110))
     manifest.clear_cache()
     return path
+
+
+def write_margins_file(content: Mapping, path: str | Path | None = None) -> Path:
+    """Write ``margins.yaml`` (:func:`ctac_helpers.cohort.synth.margins_record`) atomically, and forget cached
+    reads and fits."""
+    path = _write_data_file(synth.MARGINS_FILE, _MARGINS_HEADER, content, path)
+    synth.forget_margins()
+    return path
+
+
+def write_generator_file(content: Mapping, path: str | Path | None = None) -> Path:
+    """Write ``generator.yaml`` atomically, keeping its header comment, and forget cached reads."""
+    return _write_data_file(synth.GENERATOR_FILE, _GENERATOR_HEADER, content, path)

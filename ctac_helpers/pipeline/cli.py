@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_cal.add_argument("--no-fit", action="store_true",
                        help="skip the fit: keep the constants of generator.yaml (for --spread-seeds; "
                             "--heldout-only implies it)")
+    p_cal.add_argument("--margins", action="store_true",
+                       help="only refit the cohort's cell distributions to Tables 1-2 and write "
+                            "data_manifest/margins.yaml (or --out FILE); the generator's data change with them")
     p_cal.add_argument("--runs", metavar="DIR", type=Path, default=Path("runs"),
                        help="where the held-out runs go (default ./runs)")
     p_cal.add_argument("--out", metavar="FILE", type=Path,
@@ -325,6 +328,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from ctac_helpers.cohort import synth
     from ctac_helpers.pipeline import calibrate as generator_fit
 
+    if args.margins:
+        others = [flag for flag, on in (("--no-confirm", args.no_confirm), ("--heldout-seeds", args.heldout_seeds),
+                                        ("--heldout-only", args.heldout_only), ("--heldout-fresh", args.heldout_fresh),
+                                        ("--spread-seeds", args.spread_seeds), ("--no-fit", args.no_fit)) if on]
+        if others:
+            raise ValueError(f"--margins refits the cell distributions only; it does not combine with {', '.join(others)}")
+        path = generator_fit.write_margins_file(synth.margins_record(), args.out)
+        logger.info("cell distributions of %d variables written to %s", len(synth.CONTINUOUS), path)
+        return 0
     if args.heldout_only and not args.heldout_seeds:
         raise ValueError("--heldout-only needs --heldout-seeds N (N >= 1)")
     if args.heldout_seeds < 0:

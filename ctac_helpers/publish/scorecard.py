@@ -51,7 +51,8 @@ generator's structural constants are fitted to them, :func:`generator_targets`),
 does not report: no paper value and no criterion; :mod:`ctac_helpers.results.beyond` gives their keys,
 ``own/...``). ``scorecard_notes`` in ``paper_values.yaml``
 may give, per key, one sentence on why the book may miss the row (:func:`scorecard_notes`).
-:func:`holds_by_key` counts, across several run directories, how often each row holds.
+:func:`holds_by_key` counts, across several run directories, how often each row holds; :func:`seed_values`
+keeps one run's value of each row, which the held-out check records seed by seed.
 
 A table the run does not hold (a stage that was skipped or failed) gives no rows. The book's
 "Replication scorecard" and "Run status" pages are rendered by :func:`scorecard_page` and
@@ -68,7 +69,7 @@ import math
 import os
 import re
 import statistics
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -1037,8 +1038,13 @@ def holds_by_key(run_dirs: Iterable[str | os.PathLike]) -> pd.DataFrame:
 
 
 # -- pages ----------------------------------------------------------------------------------------
+def _text(value) -> str:
+    """A value as text: empty for None and NaN."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def _cell(value) -> str:
-    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    text = _text(value)
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
@@ -1087,6 +1093,31 @@ def group_summary(table: pd.DataFrame) -> dict[str, tuple[int, int]]:
         w = [bool(x) for x in table.loc[table["group"] == group, "within"] if _is_comparable(x)]
         out[group] = (sum(w), len(w))
     return out
+
+
+def seed_values(table: pd.DataFrame, groups: Sequence[str] = ("held_out", "fitted")) -> dict:
+    """What one run gives for each row of ``groups``: the held-out check records it seed by seed.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A :func:`scorecard` table.
+    groups : sequence of str
+        Groups of :data:`GROUPS` whose rows are kept.
+
+    Returns
+    -------
+    dict
+        ``{"values": {key: book}, "missed": [key, ...]}``: the run's value of each row as the scorecard
+        prints it, and the keys of the rows that miss (comparable, and not within the criterion), both
+        in the table's order.
+    """
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise ValueError(f"unknown scorecard groups {unknown}; allowed: {', '.join(GROUPS)}")
+    kept = table[table["group"].isin(list(groups))]
+    return {"values": {str(r.key): _text(r.book) for r in kept.itertuples()},
+            "missed": [str(r.key) for r in kept.itertuples() if _is_comparable(r.within) and not r.within]}
 
 
 #: How the page names each group in running text, with what agreement there means.
@@ -1309,7 +1340,8 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
         The parsed ``generator.yaml``: ``constants``, and the ``fit`` and ``heldout`` records that
         ``ctac-book calibrate`` writes (either may be absent).
     table : pandas.DataFrame, optional
-        This run's :func:`scorecard`, to show the fitted rows beside the fit's record.
+        This run's :func:`scorecard`, to show the fitted rows beside the fit's record and each held-out
+        row's paper value and value in this run beside those of the other seeds.
     fingerprint : str, optional
         :func:`ctac_helpers.cohort.synth.generator_fingerprint` of the file's constants with today's
         generator; compared with the one the fit recorded.
@@ -1324,7 +1356,8 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
     parts = [
         "# Fitting the synthetic generator",
         "",
-        "The synthetic cohort's margins are fitted cell by cell to the paper's Tables 1 and 2 (chapter 0). "
+        "The synthetic cohort's margins are fitted cell by cell to the paper's Tables 1 and 2 (chapter 0), and the "
+        "fits recorded in `data_manifest/margins.yaml`, so that every machine draws the same cohort. "
         "Its *structure*, how strongly each hidden death component separates deaths from survivors, is set "
         "by a few constants fitted by `ctac-book calibrate` to a small, declared set of the paper's results "
         "(`generator_targets` in `data_manifest/paper_values.yaml`). Every other result of the paper is "
@@ -1407,11 +1440,14 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
         seeds = heldout.get("seeds") or []
         held = [r for r in rows_h if r.get("group") == "held_out" and r.get("comparable")]
         rate = sum(r["holds"] for r in held) / max(1, sum(r["comparable"] for r in held))
-        parts += [f"The book was run on {len(seeds)} other seed{'' if len(seeds) == 1 else 's'} ({', '.join(map(str, seeds))}), fixed before "
-                  "any result was seen. Each held-out row, and in how many of those runs it holds; on average "
-                  f"**{rate:.0%}** of the held-out rows hold per run.", ""]
-        rows = [[f"`{_cell(r.get('key'))}`", f"{int(r.get('holds', 0))} of {int(r.get('comparable', 0))}"]
-                for r in held]
+        parts += [f"The book was run on {len(seeds)} other seed{'' if len(seeds) == 1 else 's'} "
+                  f"({', '.join(map(str, seeds))}), fixed before any result was seen. The table below gives each "
+                  "held-out row, its value in each run where the record keeps it, and in how many of those runs it "
+                  "holds; on average "
+                  f"**{rate:.0%}** of the held-out rows hold per run. Of the {len(held)} row{'' if len(held) == 1 else 's'}, "
+                  f"{sum(r['holds'] == r['comparable'] for r in held)} hold in every run, "
+                  f"{sum(r['holds'] == 0 for r in held)} in none and the others in some: a row that misses "
+                  "in every run points at the generator's structure, one that holds in some at sampling.", ""]
         per_seed = [r for r in heldout.get("per_seed") or [] if r.get("seed") is not None]
         if per_seed:
             def share(pair):
@@ -1428,9 +1464,57 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
                 parts += [f"Seed{'' if len(unrecorded) == 1 else 's'} {', '.join(unrecorded)} ran before each seed's "
                           "own counts were recorded: only the pooled counts (the rate above, the table below) include "
                           f"{'it' if len(unrecorded) == 1 else 'them'}.", ""]
-        parts += [figures.pipe_table(["Held-out row", "Holds in"], rows), ""]
+        parts += _heldout_table(held, per_seed, table)
     parts += _spread_section(content.get("spread") or {}, fingerprint, fit)
     return "\n".join(parts)
+
+
+# A comparison's value as the scorecard prints it: "significant (p = 0.019), AUC 0.796 vs 0.791".
+_SIGNIFICANCE = re.compile(r"^\s*(?:not )?significant \((p\s*(?:<=|>=|<|>|=|≤|≥)\s*[^)]*)\)")
+
+
+def _short(book: str) -> str:
+    """A value as the held-out table shows it: a comparison's p-value, the estimate of a value printed
+    with its interval, any other value whole."""
+    text = book or ""
+    m = _SIGNIFICANCE.match(text)
+    if m:
+        return m.group(1)
+    return _LEADING_NUMBER.match(text).group(1) if _WITH_INTERVAL.match(text) else text
+
+
+def _heldout_table(held: list[Mapping], per_seed: list[Mapping], table: pd.DataFrame | None) -> list[str]:
+    """The held-out rows of the record: the paper's value, this run's and each seed's, and how often each holds."""
+    valued = [r for r in per_seed if isinstance(r.get("values"), Mapping)]
+    this = {} if table is None or table.empty or "key" not in table else {r.key: r for r in table.itertuples()}
+    head = ["Held-out row"] + (["Paper", "This run"] if this else []) + [str(int(r["seed"])) for r in valued]
+    rows = []
+    for h in held:
+        key = h.get("key")
+        row = [f"`{_cell(key)}`"]
+        if this:
+            r = this.get(key)
+            mark = r is not None and _is_comparable(r.within) and not r.within
+            row += [_cell(r.paper) if r is not None else "",
+                    _bold(_cell(_short(r.book)), mark) if r is not None else "not in this run"]
+        for seed in valued:
+            value = seed["values"].get(key)
+            row.append("" if value is None else _bold(_cell(_short(str(value))), key in (seed.get("missed") or ())))
+        rows.append(row + [f"{int(h.get('holds', 0))} of {int(h.get('comparable', 0))}"])
+    parts = [figures.pipe_table(head + ["Holds in"], rows), ""]
+    if valued:
+        parts += ["*This run*: the run this book shows; one column per seed of the check. A value in **bold** misses "
+                  "the row's criterion (the scorecard page gives each criterion); a comparison shows its p-value and a "
+                  "value printed with its interval the estimate alone.", ""]
+        unvalued = [str(int(r["seed"])) for r in per_seed if not isinstance(r.get("values"), Mapping)]
+        if unvalued:
+            parts += [f"Seed{'' if len(unvalued) == 1 else 's'} {', '.join(unvalued)} ran before each row's value was "
+                      "recorded seed by seed: its counts are in the last column only.", ""]
+    return parts
+
+
+def _bold(text: str, bold: bool) -> str:
+    return f"**{text}**" if bold and text else text
 
 
 def _mean_sd(values: Iterable) -> tuple[float, float]:

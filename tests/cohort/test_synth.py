@@ -190,3 +190,58 @@ def test_margin_auc_is_the_auc_the_cell_distributions_give(full_cohort):
     assert synth.margin_auc("stress_tpd", below=5) < synth.margin_auc("stress_tpd") - 0.03
     with pytest.raises(ValueError, match="unknown continuous variable 'sex'"):
         synth.margin_auc("sex")
+
+
+@pytest.fixture
+def fresh_margins():
+    synth.forget_margins()
+    yield
+    synth.forget_margins()
+
+
+def test_the_recorded_margins_are_those_of_the_current_targets():
+    # the committed data_manifest/margins.yaml holds a fit of every continuous variable for today's targets:
+    # a change of a target (paper_values.yaml, the schema's range) needs `ctac-book calibrate --margins`
+    recorded = manifest.margins_file()["variables"]
+    assert list(recorded) == list(synth.CONTINUOUS)
+    for variable, entry in recorded.items():
+        assert entry["digest"] == synth.margin_digest(variable), variable
+        assert len(entry["params"]) == (16 if variable == "cac_score" else 12)
+
+
+def test_the_generator_reads_the_recorded_margins(monkeypatch, fresh_margins, caplog):
+    recorded = manifest.margins_file()["variables"]
+    params = [p + 0.01 for p in recorded["age"]["params"]]
+    content = {"variables": {**recorded, "age": {"digest": synth.margin_digest("age"), "params": params}}}
+    monkeypatch.setattr(manifest, "margins_file", lambda: content)
+    fitted = []
+    monkeypatch.setattr(synth, "fit_margins", lambda v: fitted.append(v) or synth._unfitted(v))
+    assert synth.fitted_continuous("age").params.tolist() == params and fitted == []
+    # a fit recorded for other targets is not used: the variable is fitted now, with a warning
+    content["variables"]["bmi"] = {**recorded["bmi"], "digest": "0" * 64}
+    with caplog.at_level("WARNING"):
+        synth.fitted_continuous("bmi")
+    assert fitted == ["bmi"] and "records no fit of bmi" in caplog.text
+    content["variables"]["peak_hr"] = {**recorded["peak_hr"], "params": recorded["peak_hr"]["params"][:9]}
+    with pytest.raises(ValueError, match="'peak_hr': 9 parameters"):
+        synth.fitted_continuous("peak_hr")
+    with pytest.raises(ValueError, match="not a continuous variable"):
+        synth.margin_digest("sex")
+
+
+def test_the_cohort_does_not_depend_on_the_machines_linear_algebra():
+    # The cell fits land elsewhere with another BLAS kernel (the calcium score's cells by several percent):
+    # with the recorded fits, the generator's fingerprint is the same whichever kernel OpenBLAS picks.
+    import os
+    import subprocess
+    import sys
+
+    code = "from ctac_helpers.cohort import synth; print(synth.generator_fingerprint())"
+    digests = set()
+    for kernel in (None, "Nehalem", "SandyBridge"):
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        if kernel:
+            env["OPENBLAS_CORETYPE"] = kernel
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip().splitlines()[-1])
+    assert len(digests) == 1

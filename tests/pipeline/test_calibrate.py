@@ -153,7 +153,8 @@ def test_an_interrupted_heldout_check_goes_on_where_it_stopped(monkeypatch, tmp_
         ["key", "group", "item", "quantity"], sort=False, as_index=False).sum())
     # each new run's own scorecard: row a holds, row c does not (held out), one fitted row holds
     monkeypatch.setattr(scorecard, "scorecard", lambda run_dir: pd.DataFrame(
-        {"key": ["x/a", "x/c", "x/f"], "group": ["held_out", "held_out", "fitted"], "within": [True, False, True]}))
+        {"key": ["x/a", "x/c", "x/f", "x/m"], "group": ["held_out", "held_out", "fitted", "margins"],
+         "book": [f"0.7 ({run_dir.name})", "yes", "0.8", "10"], "within": [True, False, True, True]}))
     previous = {"seeds": [101, 102],
                 "rows": [{"key": "x/a", "group": "held_out", "runs": 2, "comparable": 2, "holds": 1},
                          {"key": "x/b", "group": "held_out", "runs": 2, "comparable": 2, "holds": 2}],
@@ -164,9 +165,12 @@ def test_an_interrupted_heldout_check_goes_on_where_it_stopped(monkeypatch, tmp_
     assert ran == [103, 104]  # the recorded seeds are not run again
     assert [p[0] for p in progress] == [[101, 102, 103], [101, 102, 103, 104]]
     # each seed's own summary, the earlier record's kept (seed 101 has none: an older record)
-    assert progress[-1][2] == [{"seed": 102, "held_out": [2, 2], "fitted": [0, 0]},
-                               {"seed": 103, "held_out": [1, 2], "fitted": [1, 1]},
-                               {"seed": 104, "held_out": [1, 2], "fitted": [1, 1]}]
+    # and, for each seed run now, its value of every held-out and fitted row and the rows that miss
+    def seed(s):
+        return {"seed": s, "held_out": [1, 2], "fitted": [1, 1], "missed": ["x/c"],
+                "values": {"x/a": f"0.7 (heldout-{s})", "x/c": "yes", "x/f": "0.8"}}
+
+    assert progress[-1][2] == [{"seed": 102, "held_out": [2, 2], "fitted": [0, 0]}, seed(103), seed(104)]
     got = out.set_index("key")
     assert list(got.index) == ["x/a", "x/b", "x/c"]
     assert got.loc["x/a", ["runs", "comparable", "holds"]].tolist() == [4, 4, 3]

@@ -69,6 +69,23 @@ def test_calibrate_refuses_inconsistent_options(capsys):
     assert "--spread-seeds must be >= 0" in capsys.readouterr().err
     assert cli.main(["calibrate", "--no-fit"]) == 2
     assert "--no-fit needs --spread-seeds N or --heldout-seeds N" in capsys.readouterr().err
+    assert cli.main(["calibrate", "--margins", "--heldout-seeds", "2"]) == 2
+    assert "--margins refits the cell distributions only; it does not combine with --heldout-seeds" in (
+        capsys.readouterr().err)
+
+
+def test_calibrate_margins_writes_the_cell_fits(monkeypatch, tmp_path):
+    import yaml
+
+    from ctac_helpers.cohort import synth
+
+    record = {"version": 1, "variables": {"age": {"digest": "d" * 64, "params": [0.1 + 0.2, 1 / 3] + [0.0] * 10}}}
+    monkeypatch.setattr(synth, "margins_record", lambda: record)
+    out = tmp_path / "margins.yaml"
+    assert cli.main(["calibrate", "--margins", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# Cell distributions of the synthetic cohort's continuous variables")
+    assert yaml.safe_load(text) == record  # floats read back exactly
 
 
 def test_calibrate_help_reads_the_fit_time_from_the_record(capsys, monkeypatch):

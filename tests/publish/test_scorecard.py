@@ -438,6 +438,20 @@ cac,Coronary calcium,1000,60,0.645,0.60,0.70,0.64,0.57-0.71,
         sc.holds_by_key([])
 
 
+def test_seed_values_keep_each_rows_value_and_its_misses(run_dir):
+    table = sc.scorecard(run_dir)
+    got = sc.seed_values(table)
+    kept = table[table["group"].isin(["held_out", "fitted"])]
+    assert list(got["values"]) == list(kept["key"])  # the table's order, no margins or own rows
+    assert got["values"]["supp_table3/auc/all"] == _key(table, "supp_table3/auc/all")["book"]
+    missed = [r.key for r in kept.itertuples() if r.within is False]
+    assert missed and got["missed"] == missed
+    assert not any(_key(table, k)["within"] is None for k in got["missed"])  # not comparable is not a miss
+    assert set(sc.seed_values(table, groups=("fitted",))["values"]) == set(table.loc[table.group == "fitted", "key"])
+    with pytest.raises(ValueError, match="unknown scorecard groups"):
+        sc.seed_values(table, groups=("heldout",))
+
+
 def test_absent_tables_give_no_rows(run_dir, tmp_path):
     table = sc.scorecard(run_dir)
     for item in ("supp_table5", "supp_table6", "supp_table7", "supp_table2"):
@@ -699,6 +713,7 @@ def test_generator_fit_page():
     assert "2.0 minutes" in page and "+0.020" in page and "last confirmation" in page
     # only held-out rows are counted on other seeds
     assert "| `nri/events` | 1 of 2 |" in page and "**50%**" in page
+    assert "Of the 1 row, 0 hold in every run, 0 in none and the others in some" in page
     assert "`supp_table3/auc/all` | 2 of 2" not in page
     bare = sc.generator_fit_page({"constants": {"time_risk": 0.5}})
     assert "holds no fit record" in bare and "No held-out check is recorded" in bare
@@ -707,6 +722,21 @@ def test_generator_fit_page():
     seeded = sc.generator_fit_page({**content, "heldout": per_seed})
     assert "| 3 | 42 of 60 (70%) | 7 of 10 (70%) |" in seeded
     assert "Seed 2 ran before each seed's own counts were recorded" in seeded
+    assert "| Held-out row | 3 | Holds in |" not in seeded  # the seed's entry keeps no values
+    # each seed's value of each row (its estimate alone; a miss in bold), and this run's beside the paper's
+    valued = {**per_seed, "per_seed": [{**per_seed["per_seed"][0], "missed": ["nri/events"],
+                                        "values": {"nri/events": "18.2 (12.0-24.1)", "supp_table3/auc/all": "0.8"}},
+                                       {"seed": 2, "held_out": [1, 1], "fitted": [1, 1], "missed": [],
+                                        "values": {"nri/events": "not significant (p = 0.191), AUC 0.749 vs 0.729"}}]}
+    page_v = sc.generator_fit_page({**content, "heldout": valued})
+    assert "| Held-out row | 3 | 2 | Holds in |" in page_v and "| `nri/events` | **18.2** | p = 0.191 | 1 of 2 |" in page_v
+    this = pd.DataFrame({"key": ["nri/events"], "group": ["held_out"], "paper": ["15.1 (11.4-18.8)"],
+                         "book": ["16.0 (10.1-21.9)"], "within": [True]})
+    page_t = sc.generator_fit_page({**content, "heldout": valued}, this)
+    assert "| Held-out row | Paper | This run | 3 | 2 | Holds in |" in page_t
+    assert "| `nri/events` | 15.1 (11.4-18.8) | 16.0 | **18.2** | p = 0.191 | 1 of 2 |" in page_t
+    older = {**valued, "per_seed": [valued["per_seed"][0], {"seed": 2, "held_out": [1, 1], "fitted": [1, 1]}]}
+    assert "Seed 2 ran before each row's value was recorded" in sc.generator_fit_page({**content, "heldout": older})
     # the record's fingerprint of the generator, against today's
     assert "names no fingerprint" in page and "is kept" not in page
     kept = sc.generator_fit_page({**content, "fit": {**content["fit"], "kept_round": 1, "rounds": [{}, {}]}})
