@@ -1434,8 +1434,8 @@ def generator_fit_page(content: Mapping, table: pd.DataFrame | None = None,
     parts += ["## The held-out rows on other seeds", ""]
     rows_h = heldout.get("rows") or []
     if not rows_h:
-        parts += ["No held-out check is recorded for these constants (`ctac-book calibrate --heldout-seeds 5` "
-                  "runs one).", ""]
+        parts += ["No held-out check is recorded for these constants (`ctac-book calibrate --heldout-only "
+                  "--heldout-seeds 5` runs one, without fitting them again).", ""]
     else:
         seeds = heldout.get("seeds") or []
         held = [r for r in rows_h if r.get("group") == "held_out" and r.get("comparable")]
