@@ -364,7 +364,8 @@ def margin_digest(variable: str) -> str:
     """SHA-256 of what the cell fit of ``variable`` starts from: its model, the cell sizes and its targets.
 
     ``data_manifest/margins.yaml`` records it beside the fitted parameters; a recorded fit whose digest
-    differs was made for other targets and is not used.
+    differs was made for other targets and is not used. The fitting code (:mod:`ctac_helpers.cohort.cellfit`)
+    is not in the digest: after a change to it, ``ctac-book calibrate --margins`` rewrites the file.
     """
     model = _unfitted(variable)
     spec = (model.transform, model.offset, model.zero_inflated, model.lower, model.upper,
